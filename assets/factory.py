@@ -1,0 +1,183 @@
+"""One factory turns each configured tenant dataset into its asset graph, gate, job and landing sensor.
+
+Why a factory: every tenant dataset has the same stages, but its own schema, vendors, thresholds, owners and
+batches. Keys are ``[tenant, dataset, stage]``, one group per dataset, one dynamic partition per batch, so an
+operator sees each client's pipeline on its own and each batch as a partition. The asset bodies only build a
+:class:`~dagster_project.pipeline.Batch` and call the matching ``pipeline`` function.
+"""
+
+# No `from __future__ import annotations` here: Dagster inspects the real annotations of asset and sensor
+# functions to find the context and resource parameters.
+
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from assets.sensors import build_landing_sensor
+from dagster_project import layout, pipeline
+from dagster_project.layout import Stage
+from dagster_project.settings import Settings
+from dagster_project.tenants import DatasetConfig, TenantConfig
+from resources.lakefs import LakeFSResource
+from resources.object_storage import ObjectStorageResource
+from resources.vendors import WorkforceResource
+
+STAGE_DESCRIPTIONS = {
+    Stage.RAW: "Every record of a landing drop, parsed, with lineage (source file, line, license, consent). "
+               "Unparsable lines and drops without a valid manifest are quarantined with file, line and reason.",
+    Stage.CLEAN: "Unicode-normalised records typed against the dataset schema; records missing required fields "
+                 "or out of range are quarantined with the field and reason.",
+    Stage.DEDUP: "Records with exact duplicates (normalised text) removed, within the batch and against every "
+                 "batch already published on main.",
+    Stage.LABELING_TASKS: "One task per item and replica (overlap k), routed to vendors by share.",
+    Stage.ANNOTATIONS: "Judgements returned by the labeling vendors, with annotator, latency and cost.",
+    Stage.CONSOLIDATED_LABELS: "One label per item by majority vote, with its confidence. Guarded by blocking "
+                               "quality gates: a failed gate stops the batch before publish.",
+    Stage.PUBLISHED: "The batch merged into the tenant's lakeFS main and tagged as a dataset version -- the only "
+                     "data training may read. Runs only after every blocking gate passed and the record counts "
+                     "reconcile (records in = published + quarantined + duplicates).",
+}
+STAGE_KINDS = {
+    Stage.RAW: {"python", "s3", "lakefs"},
+    Stage.ANNOTATIONS: {"python", "lakefs", "labeling"},
+    Stage.PUBLISHED: {"lakefs"},
+}
+
+
+@dataclass
+class DatasetDefinitions:
+    assets: list[dg.AssetsDefinition]
+    asset_checks: list[dg.AssetChecksDefinition]
+    job: UnresolvedAssetJobDefinition
+    sensor: dg.SensorDefinition
+    partitions_def: dg.DynamicPartitionsDefinition
+
+
+def report_metadata(report: pipeline.StageReport, batch: pipeline.Batch) -> dict[str, Any]:
+    """Numeric metadata first (so the UI plots it per partition), then where the data is."""
+    metadata: dict[str, Any] = {"dagster/row_count": report.rows, **report.counts}
+    metadata["lakefs_branch"] = batch.branch
+    metadata["lakefs_commit"] = report.commit_id
+    metadata["lakefs_path"] = f"lakefs://{batch.repo.name}/{batch.branch}/" + layout.stage_dir(
+        batch.dataset.name, report.stage, batch.batch_id)
+    if report.details:
+        metadata["details"] = dg.MetadataValue.json(report.details)
+    return metadata
+
+
+def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, settings: Settings) -> DatasetDefinitions:
+    partitions_def = dg.DynamicPartitionsDefinition(name=layout.partitions_name(tenant.name, dataset.name))
+    group = layout.asset_group(tenant.name, dataset.name)
+
+    def key(stage: Stage) -> dg.AssetKey:
+        return dg.AssetKey([tenant.name, dataset.name, str(stage)])
+
+    def batch_for(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+                  lakefs: LakeFSResource) -> pipeline.Batch:
+        return pipeline.Batch(tenant, dataset, context.partition_key, lakefs.repository(tenant.lakefs_repository),
+                              context.run.run_id)
+
+    def stage_asset(stage: Stage, upstream: Stage | None, **extra: Any):
+        return dg.asset(
+            key=key(stage),
+            deps=[key(upstream)] if upstream else None,
+            partitions_def=partitions_def,
+            group_name=group,
+            owners=list(tenant.data_owners),
+            kinds=STAGE_KINDS.get(stage, {"python", "lakefs"}),
+            description=STAGE_DESCRIPTIONS[stage],
+            tags={"trainyard/tenant": tenant.name, "trainyard/dataset": dataset.name},
+            **extra,
+        )
+
+    @stage_asset(Stage.RAW, None)
+    def raw(context: dg.AssetExecutionContext, lakefs: LakeFSResource,
+            landing: ObjectStorageResource) -> dg.MaterializeResult:
+        batch = batch_for(context, lakefs)
+        report = pipeline.run_raw(batch, landing.client(), landing.landing_bucket,
+                                  lakefs.storage_namespace(tenant.lakefs_repository))
+        if report.details.get("manifest_problem"):
+            context.log.warning(report.details["manifest_problem"])
+        return dg.MaterializeResult(metadata=report_metadata(report, batch))
+
+    @stage_asset(Stage.CLEAN, Stage.RAW)
+    def clean(context: dg.AssetExecutionContext, lakefs: LakeFSResource) -> dg.MaterializeResult:
+        batch = batch_for(context, lakefs)
+        return dg.MaterializeResult(metadata=report_metadata(pipeline.run_clean(batch), batch))
+
+    @stage_asset(Stage.DEDUP, Stage.CLEAN)
+    def dedup(context: dg.AssetExecutionContext, lakefs: LakeFSResource) -> dg.MaterializeResult:
+        batch = batch_for(context, lakefs)
+        return dg.MaterializeResult(metadata=report_metadata(pipeline.run_dedup(batch), batch))
+
+    @stage_asset(Stage.LABELING_TASKS, Stage.DEDUP)
+    def labeling_tasks(context: dg.AssetExecutionContext, lakefs: LakeFSResource) -> dg.MaterializeResult:
+        batch = batch_for(context, lakefs)
+        return dg.MaterializeResult(metadata=report_metadata(pipeline.run_labeling_tasks(batch), batch))
+
+    @stage_asset(Stage.ANNOTATIONS, Stage.LABELING_TASKS)
+    def annotations(context: dg.AssetExecutionContext, lakefs: LakeFSResource,
+                    workforce: WorkforceResource) -> dg.MaterializeResult:
+        batch = batch_for(context, lakefs)
+        report = pipeline.run_annotations(batch, workforce.clients(dataset))
+        return dg.MaterializeResult(metadata=report_metadata(report, batch))
+
+    @stage_asset(Stage.CONSOLIDATED_LABELS, Stage.ANNOTATIONS)
+    def consolidated_labels(context: dg.AssetExecutionContext, lakefs: LakeFSResource) -> dg.MaterializeResult:
+        batch = batch_for(context, lakefs)
+        return dg.MaterializeResult(metadata=report_metadata(pipeline.run_consolidation(batch), batch))
+
+    @dg.asset_check(
+        asset=key(Stage.CONSOLIDATED_LABELS),
+        name="agreement_gate",
+        blocking=True,
+        partitions_def=partitions_def,
+        description=f"Blocking: observed pairwise inter-annotator agreement must be at least "
+                    f"{dataset.gates.min_agreement} (dataset gate min_agreement).",
+    )
+    def agreement_gate(context: dg.AssetCheckExecutionContext, lakefs: LakeFSResource) -> dg.AssetCheckResult:
+        result = pipeline.evaluate_agreement_gate(batch_for(context, lakefs))
+        return dg.AssetCheckResult(
+            passed=result.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"agreement {result.value:.4f} {result.comparison} {result.threshold}",
+            metadata={"value": result.value, "threshold": result.threshold, "sample_size": result.sample_size,
+                      "worst_items": dg.MetadataValue.json(result.worst)},
+        )
+
+    @stage_asset(Stage.PUBLISHED, Stage.CONSOLIDATED_LABELS,
+                 freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=dataset.freshness_sla_hours)))
+    def published(context: dg.AssetExecutionContext, lakefs: LakeFSResource) -> dg.MaterializeResult:
+        batch = batch_for(context, lakefs)
+        outcome = pipeline.run_publish(batch)
+        metadata: dict[str, Any] = {"status": outcome.status, "lakefs_branch": batch.branch,
+                                    "batch_commit": outcome.batch_commit}
+        conservation = outcome.summary.get("conservation", {})
+        metadata["dagster/row_count"] = int(conservation.get("published", 0))
+        for name in ("records_in", "quarantined", "duplicates"):
+            metadata[name] = int(conservation.get(name, 0))
+        if outcome.main_commit:
+            metadata["main_commit"] = outcome.main_commit
+            metadata["version_tag"] = outcome.version_tag
+        context.log.info(f"batch {batch.batch_id}: {outcome.status} {outcome.version_tag or ''}")
+        return dg.MaterializeResult(metadata=metadata)
+
+    job = dg.define_asset_job(
+        name=layout.job_name(tenant.name, dataset.name),
+        selection=dg.AssetSelection.groups(group),
+        partitions_def=partitions_def,
+        description=f"Process one landing drop of {tenant.name}/{dataset.name} from raw to published.",
+        tags={"trainyard/tenant": tenant.name, "trainyard/dataset": dataset.name},
+    )
+    sensor = build_landing_sensor(tenant, dataset, job, partitions_def, settings)
+    return DatasetDefinitions(
+        assets=[raw, clean, dedup, labeling_tasks, annotations, consolidated_labels, published],
+        asset_checks=[agreement_gate],
+        job=job,
+        sensor=sensor,
+        partitions_def=partitions_def,
+    )

@@ -1,0 +1,1 @@
+"""Trainyard: managed training-data operations on Dagster (framework-free domain logic lives here)."""

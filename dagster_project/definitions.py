@@ -1,0 +1,60 @@
+"""The Trainyard code location: every configured tenant dataset's assets, gates, jobs and sensors.
+
+Assembled explicitly from the tenants file, so what the UI shows is exactly what the configuration says.
+Secrets come from ``TRAINYARD_*`` environment variables through ``dg.EnvVar`` (never stored in run config)
+when they are set; otherwise the local defaults of :class:`~dagster_project.settings.Settings` apply.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from assets.factory import build_dataset_definitions
+from dagster_project.settings import Settings
+from dagster_project.tenants import load_tenants
+from resources.lakefs import LakeFSResource
+from resources.object_storage import ObjectStorageResource
+from resources.vendors import WorkforceResource
+
+
+def _secret(env_name: str, default: str) -> str | dg.EnvVar:
+    return dg.EnvVar(env_name) if env_name in os.environ else default
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "lakefs": LakeFSResource(
+            url=settings.lakefs_url,
+            access_key_id=settings.lakefs_access_key_id,
+            secret_access_key=_secret("TRAINYARD_LAKEFS_SECRET_ACCESS_KEY",
+                                      settings.lakefs_secret_access_key.get_secret_value()),
+            storage_namespace_root=settings.lakefs_storage_namespace_root,
+        ),
+        "landing": ObjectStorageResource(
+            landing_bucket=settings.landing_bucket,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=_secret("TRAINYARD_S3_SECRET_ACCESS_KEY",
+                                      settings.s3_secret_access_key.get_secret_value()),
+        ),
+        "workforce": WorkforceResource(state_dir=str(settings.home.resolve() / "vendors")),
+    }
+
+
+def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or Settings()
+    tenants = load_tenants(settings.tenants_file)
+    datasets = [build_dataset_definitions(tenant, dataset, settings) for tenant, dataset in tenants.datasets()]
+    return dg.Definitions(
+        assets=[a for d in datasets for a in d.assets],
+        asset_checks=[c for d in datasets for c in d.asset_checks],
+        jobs=[d.job for d in datasets],
+        sensors=[d.sensor for d in datasets],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,211 @@
+"""The ``raw`` stage: parse a drop's files into records with lineage, quarantining what cannot be parsed.
+
+Raw is lossless: each record keeps its original fields as a JSON ``payload`` (typing and validation are the
+``clean`` stage's job), plus lineage columns. Files are streamed line by line (JSONL, CSV) or row group by
+row group (Parquet), so a bad line costs one quarantined record, not the file: a non-UTF-8 line, a broken
+JSON line or a CSV row with the wrong number of columns is quarantined with its file, line and reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from dagster_project.landing import Drop, LandingFile, Manifest, read_manifest
+from dagster_project.layout import Stage
+from dagster_project.records import LINEAGE_COLUMNS, QuarantineEntry, quarantine_frame, record_id_for
+
+RAW_COLUMNS = [*LINEAGE_COLUMNS, "payload"]
+SUPPORTED_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+_CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class IngestResult:
+    records: pd.DataFrame
+    quarantine: pd.DataFrame
+    manifest: Manifest | None
+    manifest_problem: str | None
+    files: list[str]
+
+    @property
+    def records_in(self) -> int:
+        return len(self.records) + len(self.quarantine)
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    line: int | None
+    payload: str
+    error: str | None = None
+
+
+def _json_payload(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _iter_lines(body: Any) -> Iterator[tuple[int, bytes]]:
+    """Yield (1-based line number, raw line bytes without the newline) from a streaming body."""
+    pending = b""
+    number = 0
+    while chunk := body.read(_CHUNK_BYTES):
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            number += 1
+            yield number, line.rstrip(b"\r")
+    if pending:
+        yield number + 1, pending.rstrip(b"\r")
+
+
+def _undecodable(raw: bytes, exc: UnicodeDecodeError) -> str:
+    return f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+
+
+def _parse_jsonl(body: Any) -> Iterator[_Parsed]:
+    for number, raw in _iter_lines(body):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield _Parsed(number, raw.decode("utf-8", "backslashreplace"), _undecodable(raw, exc))
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield _Parsed(number, text, f"invalid JSON: {exc.msg} at column {exc.colno}")
+            continue
+        if not isinstance(value, dict):
+            yield _Parsed(number, text, f"expected a JSON object, found {type(value).__name__}")
+            continue
+        yield _Parsed(number, _json_payload(value))
+
+
+def _parse_csv(body: Any) -> Iterator[_Parsed]:
+    """CSV with a header row; line numbers are physical lines (header = line 1)."""
+    bad_lines: list[_Parsed] = []
+    position = {"line": 0}
+
+    def decoded_lines() -> Iterator[str]:
+        for number, raw in _iter_lines(body):
+            position["line"] = number
+            try:
+                yield raw.decode("utf-8-sig" if number == 1 else "utf-8") + "\n"
+            except UnicodeDecodeError as exc:
+                bad_lines.append(_Parsed(number, raw.decode("utf-8", "backslashreplace"), _undecodable(raw, exc)))
+
+    reader = csv.reader(decoded_lines())
+    header: list[str] | None = None
+    for row in reader:
+        yield from bad_lines
+        bad_lines.clear()
+        line = position["line"]
+        if header is None:
+            header = [h.strip() for h in row]
+            continue
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            yield _Parsed(line, json.dumps(row, ensure_ascii=False),
+                          f"expected {len(header)} columns, found {len(row)}")
+            continue
+        yield _Parsed(line, _json_payload(dict(zip(header, row, strict=True))))
+    yield from bad_lines
+
+
+def _parse_parquet(body: Any) -> Iterator[_Parsed]:
+    """Parquet needs random access: spool to a temporary file, then read one row group at a time."""
+    with tempfile.TemporaryFile() as spool:
+        while chunk := body.read(_CHUNK_BYTES):
+            spool.write(chunk)
+        spool.seek(0)
+        parquet = pq.ParquetFile(spool)
+        row = 0
+        for group in range(parquet.num_row_groups):
+            for record in parquet.read_row_group(group).to_pylist():
+                row += 1
+                yield _Parsed(row, _json_payload(record))
+
+
+_PARSERS = {"jsonl": _parse_jsonl, "csv": _parse_csv, "parquet": _parse_parquet}
+
+
+def file_format(key: str) -> str | None:
+    lowered = key.lower()
+    for suffix, fmt in SUPPORTED_SUFFIXES.items():
+        if lowered.endswith(suffix):
+            return fmt
+    return None
+
+
+def ingest_drop(s3: Any, drop: Drop, batch_id: str, ingested_at: datetime) -> IngestResult:
+    """Parse every data file of a drop into raw records and quarantine entries; nothing is dropped."""
+    manifest, manifest_problem = read_manifest(s3, drop)
+    rows: list[dict[str, Any]] = []
+    quarantined: list[QuarantineEntry] = []
+    lineage = {
+        "batch_id": batch_id,
+        "ingested_at": ingested_at,
+        "license": manifest.license if manifest else None,
+        "consent_basis": manifest.consent_basis if manifest else None,
+    }
+
+    def reject(uri: str, line: int | None, reason: str, payload: str) -> None:
+        quarantined.append(
+            QuarantineEntry(record_id_for(uri, line), batch_id, Stage.RAW, uri, line, None, reason, payload)
+        )
+
+    for landing_file in drop.data_files:
+        _ingest_file(s3, drop, landing_file, manifest_problem, lineage, rows, reject)
+
+    records = pd.DataFrame(rows, columns=RAW_COLUMNS).astype({"source_line": "Int64"})
+    records["ingested_at"] = pd.to_datetime(records["ingested_at"], utc=True)
+    return IngestResult(
+        records=records,
+        quarantine=quarantine_frame(quarantined),
+        manifest=manifest,
+        manifest_problem=manifest_problem,
+        files=[f.key for f in drop.data_files],
+    )
+
+
+def _ingest_file(s3, drop: Drop, landing_file: LandingFile, manifest_problem, lineage, rows, reject) -> None:
+    uri = f"s3://{drop.bucket}/{landing_file.key}"
+    fmt = file_format(landing_file.key)
+    if fmt is None:
+        reject(uri, None, f"unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})", "")
+        return
+    body = s3.get_object(Bucket=drop.bucket, Key=landing_file.key)["Body"]
+    accepted: list[dict[str, Any]] = []
+    rejected: list[tuple[int | None, str, str]] = []
+    try:
+        for parsed in _PARSERS[fmt](body):
+            if parsed.error is not None:
+                rejected.append((parsed.line, parsed.error, parsed.payload))
+            elif manifest_problem is not None:
+                rejected.append((parsed.line, manifest_problem, parsed.payload))
+            else:
+                accepted.append({**lineage, "record_id": record_id_for(uri, parsed.line), "source_uri": uri,
+                                 "source_line": parsed.line, "payload": parsed.payload})
+    except Exception as exc:
+        if fmt != "parquet":
+            raise
+        # A corrupt Parquet file has no trustworthy rows: quarantine it whole, as one entry.
+        reject(uri, None, f"unreadable parquet file: {exc}", "")
+        return
+    rows.extend(accepted)
+    for line, reason, payload in rejected:
+        reject(uri, line, reason, payload)
+
+
+def read_payloads(records: pd.DataFrame) -> list[dict[str, Any]]:
+    return [json.loads(p) for p in records["payload"]]

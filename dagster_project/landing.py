@@ -1,0 +1,123 @@
+"""The landing zone: client drops in object storage, their manifests, and when a drop is complete.
+
+A drop is a folder ``<landing prefix>/<dataset>/incoming/<drop>/`` holding data files (JSONL, CSV, Parquet)
+and a ``manifest.json`` saying where the data came from and on what legal basis. Clients upload the manifest
+last, so its presence marks the drop complete. A drop whose manifest never arrives is not ignored: after a
+grace period it is ingested with every record quarantined (license and consent unknown), so nothing that
+landed can silently disappear.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from dagster_project.layout import MANIFEST_NAME, batch_id_for_drop, incoming_prefix
+
+
+class Manifest(BaseModel):
+    """What a client declares about a drop. Extra keys are kept for lineage."""
+
+    model_config = ConfigDict(extra="allow")
+
+    source: str
+    license: str
+    consent_basis: str
+    collected_at: datetime
+    contains_pii: bool = False
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    key: str
+    size: int
+    last_modified: datetime
+
+
+@dataclass
+class Drop:
+    """One client drop in the landing bucket."""
+
+    bucket: str
+    prefix: str
+    name: str
+    data_files: list[LandingFile] = field(default_factory=list)
+    manifest_file: LandingFile | None = None
+
+    @property
+    def batch_id(self) -> str:
+        return batch_id_for_drop(self.name)
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    @property
+    def last_modified(self) -> datetime:
+        files = [*self.data_files, *([self.manifest_file] if self.manifest_file else [])]
+        return max(f.last_modified for f in files)
+
+    def is_ready(self, now: datetime, manifest_grace: timedelta) -> bool:
+        """Complete (manifest present), or abandoned without a manifest for longer than the grace period."""
+        if self.manifest_file is not None:
+            return True
+        return bool(self.data_files) and now - self.last_modified >= manifest_grace
+
+
+def is_data_file(name: str) -> bool:
+    """Markers such as ``_SUCCESS`` or ``.keep`` are not data; everything else is ingested or quarantined."""
+    return not name.startswith(("_", "."))
+
+
+def list_drops(s3: Any, bucket: str, landing_prefix: str, dataset: str) -> list[Drop]:
+    """All drops currently under the dataset's incoming prefix, sorted by name."""
+    base = incoming_prefix(landing_prefix, dataset)
+    drops: dict[str, Drop] = {}
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=base):
+        for obj in page.get("Contents", []):
+            relative = obj["Key"][len(base):]
+            if "/" not in relative:
+                continue  # a file directly under incoming/ is not in a drop folder
+            drop_name, file_name = relative.split("/", 1)
+            drop = drops.setdefault(drop_name, Drop(bucket=bucket, prefix=f"{base}{drop_name}/", name=drop_name))
+            landing_file = LandingFile(obj["Key"], int(obj["Size"]), obj["LastModified"].astimezone(UTC))
+            if file_name == MANIFEST_NAME:
+                drop.manifest_file = landing_file
+            elif is_data_file(file_name.rsplit("/", 1)[-1]) and obj["Size"] > 0:
+                drop.data_files.append(landing_file)
+    for drop in drops.values():
+        drop.data_files.sort(key=lambda f: f.key)
+    return sorted(drops.values(), key=lambda d: d.name)
+
+
+def find_drop(s3: Any, bucket: str, landing_prefix: str, dataset: str, batch_id: str) -> Drop:
+    """The drop a batch was created from (batch ids are derived from drop names)."""
+    for drop in list_drops(s3, bucket, landing_prefix, dataset):
+        if drop.batch_id == batch_id:
+            return drop
+    raise LookupError(
+        f"no drop for batch '{batch_id}' under s3://{bucket}/{incoming_prefix(landing_prefix, dataset)}"
+    )
+
+
+def read_manifest(s3: Any, drop: Drop) -> tuple[Manifest | None, str | None]:
+    """The drop's manifest, or ``None`` and the reason every record of the drop must be quarantined."""
+    if drop.manifest_file is None:
+        return None, f"drop {drop.uri} has no {MANIFEST_NAME}: license and consent basis unknown"
+    body = s3.get_object(Bucket=drop.bucket, Key=drop.manifest_file.key)["Body"].read()
+    try:
+        return Manifest.model_validate(json.loads(body)), None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return None, f"{MANIFEST_NAME} in {drop.uri} is not valid JSON: {exc}"
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return None, f"{MANIFEST_NAME} in {drop.uri} is invalid: {problems}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,54 @@
+"""Process-wide settings from ``TRAINYARD_*`` environment variables (and an optional ``.env``).
+
+Why one object: every entry point (the Dagster code location, the CLI, the demo, the tests) needs the same
+endpoints and credentials, and a typo in an env var name should fail loudly in one place, not as a
+connection error deep inside a run. Secrets are ``SecretStr`` so they never end up in logs or reprs.
+Defaults describe the embedded local setup (moto S3 and the lakeFS emulator on loopback).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+EXAMPLE_TENANTS_FILE = PACKAGE_DIR / "config" / "tenants.yaml"
+
+
+class Settings(BaseSettings):
+    """Everything that differs between a laptop, CI and production."""
+
+    model_config = SettingsConfigDict(env_prefix="TRAINYARD_", env_file=".env", extra="ignore")
+
+    tenants_file: Path = EXAMPLE_TENANTS_FILE
+    home: Path = Path(".trainyard")
+    """Local state: simulated vendor submissions, the emulator's data, the demo's DAGSTER_HOME."""
+
+    # Object storage (landing zone). Leave endpoint empty for AWS S3.
+    s3_endpoint_url: str | None = "http://127.0.0.1:9310"
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = "trainyard"
+    s3_secret_access_key: SecretStr = SecretStr("trainyard-secret")
+    landing_bucket: str = "trainyard-landing"
+
+    # lakeFS (the emulator locally; a real lakeFS is a URL and key change).
+    lakefs_url: str = "http://127.0.0.1:8310"
+    lakefs_access_key_id: str = "AKIATRAINYARDLOCAL"
+    lakefs_secret_access_key: SecretStr = SecretStr("trainyard-lakefs-secret")
+    lakefs_storage_namespace_root: str = "local://trainyard"
+    """Repositories are created as ``<root>/<repository>`` (e.g. ``s3://my-lakefs-bucket`` in production)."""
+
+    # Landing sensor.
+    manifest_grace_minutes: float = 60.0
+    """A drop with data files but no manifest.json after this long is ingested as fully quarantined."""
+    sensor_interval_seconds: int = 15
+
+    # Slack (used from the alerting issue on; here so configuration has one home).
+    slack_bot_token: SecretStr | None = None
+    slack_base_url: str = "https://slack.com/api/"
+
+    @property
+    def lakefs_api_url(self) -> str:
+        return self.lakefs_url.rstrip("/") + "/api/v1"

@@ -1,0 +1,231 @@
+"""Tenant and dataset configuration: one YAML file, validated by pydantic models.
+
+Why a typed model: the asset graph, the gates, the vendors and the publish policy are all generated from
+this file, so a mistake in it must stop the code location at load time with one message that names the
+file, the tenant, the dataset and the field -- not surface hours later as a failed run.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{1,40}$"
+"""Tenant and dataset names become Dagster asset-key parts, group names and lakeFS path segments."""
+
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+FieldType = Literal["string", "integer", "number", "boolean", "datetime"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldSpec(Strict):
+    """One field of a dataset's record schema."""
+
+    type: FieldType = "string"
+    allowed: list[str] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int | None = Field(default=None, gt=0)
+
+
+class RecordSchema(Strict):
+    fields: dict[str, FieldSpec]
+    required: list[str] = []
+    text_field: str
+    """The field annotators read; normalised, deduplicated and scanned for PII."""
+    id_field: str
+    """The client's own record identifier, kept as lineage next to Trainyard's ``record_id``."""
+
+    @model_validator(mode="after")
+    def _fields_exist(self) -> RecordSchema:
+        for name in [*self.required, self.text_field, self.id_field]:
+            if name not in self.fields:
+                raise ValueError(f"'{name}' is used but not declared under fields")
+        if self.fields[self.text_field].type != "string":
+            raise ValueError(f"text_field '{self.text_field}' must be of type string")
+        return self
+
+
+class VendorConfig(Strict):
+    """A labeling workforce assigned to a dataset. ``kind`` selects the integration."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    kind: Literal["simulated"] = "simulated"
+    share: float = Field(default=1.0, gt=0)
+    """Relative share of the batch's items routed to this vendor."""
+    price_per_judgement: float = Field(default=0.0, ge=0)
+    # Simulated workforce parameters (deterministic given the seed).
+    annotators: int = Field(default=5, ge=1)
+    accuracy: float = Field(default=0.95, ge=0, le=1)
+    latency_seconds: float = Field(default=60.0, ge=0)
+    seed: int = 0
+
+
+class GateThresholds(Strict):
+    """Blocking gate thresholds for a dataset (defaults follow the platform's quality policy)."""
+
+    min_agreement: float = Field(default=0.85, ge=0, le=1)
+    min_gold_accuracy: float = Field(default=0.95, ge=0, le=1)
+    min_completeness: float = Field(default=0.99, ge=0, le=1)
+    min_class_share: float = Field(default=0.0, ge=0, le=1)
+    max_drift_psi: float = Field(default=0.2, ge=0)
+    max_pii_residual: int = Field(default=0, ge=0)
+    max_duplicate_rate: float = Field(default=0.5, ge=0, le=1)
+    max_synthetic_share: float = Field(default=0.0, ge=0, le=1)
+
+
+class PublishPolicy(Strict):
+    policy: Literal["auto", "owner"] = "owner"
+    """``auto`` merges as soon as every gate passed; ``owner`` waits for data-owner approval."""
+    required_approvals: int = Field(default=1, ge=1, le=2)
+
+
+class DatasetConfig(Strict):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    description: str = ""
+    record_schema: RecordSchema = Field(alias="schema")
+    labels: list[str] = Field(min_length=2)
+    overlap_k: int = Field(default=3, ge=1)
+    """Independent judgements collected per item."""
+    gold_rate: float = Field(default=0.05, ge=0, le=0.5)
+    vendors: list[VendorConfig] = Field(min_length=1)
+    gates: GateThresholds = GateThresholds()
+    freshness_sla_hours: float = Field(default=24.0, gt=0)
+    publish: PublishPolicy = PublishPolicy()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels must be unique")
+        return labels
+
+    @model_validator(mode="after")
+    def _workforce_fits_overlap(self) -> DatasetConfig:
+        for vendor in self.vendors:
+            if vendor.annotators < self.overlap_k:
+                raise ValueError(
+                    f"vendor '{vendor.name}' has {vendor.annotators} annotators, fewer than overlap_k={self.overlap_k}"
+                )
+        if len({v.name for v in self.vendors}) != len(self.vendors):
+            raise ValueError("vendor names must be unique within a dataset")
+        return self
+
+
+class TenantConfig(Strict):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    display_name: str = ""
+    lakefs_repository: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{2,62}$")]
+    landing_prefix: str
+    """Key prefix under the landing bucket: drops arrive at ``<prefix>/<dataset>/incoming/<drop>/``."""
+    slack_channel: Annotated[str, Field(pattern=r"^#[a-z0-9._-]+$")]
+    data_owners: list[str] = Field(min_length=1)
+    monthly_budget_usd: float = Field(gt=0)
+    datasets: list[DatasetConfig] = Field(min_length=1)
+
+    @field_validator("data_owners")
+    @classmethod
+    def _owners_are_emails(cls, owners: list[str]) -> list[str]:
+        bad = [o for o in owners if not EMAIL_PATTERN.match(o)]
+        if bad:
+            raise ValueError(f"not an email address: {', '.join(bad)}")
+        return owners
+
+    @field_validator("landing_prefix")
+    @classmethod
+    def _prefix_is_relative(cls, prefix: str) -> str:
+        if not prefix or prefix.startswith("/") or prefix.endswith("/"):
+            raise ValueError("must be a non-empty key prefix without leading or trailing '/'")
+        return prefix
+
+    @model_validator(mode="after")
+    def _dataset_names_unique(self) -> TenantConfig:
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError("dataset names must be unique within a tenant")
+        return self
+
+    def dataset(self, name: str) -> DatasetConfig:
+        for dataset in self.datasets:
+            if dataset.name == name:
+                return dataset
+        raise KeyError(f"tenant '{self.name}' has no dataset '{name}'")
+
+
+class TenantsConfig(Strict):
+    tenants: list[TenantConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _tenants_unique(self) -> TenantsConfig:
+        names = [t.name for t in self.tenants]
+        repos = [t.lakefs_repository for t in self.tenants]
+        if len(set(names)) != len(names):
+            raise ValueError("tenant names must be unique")
+        if len(set(repos)) != len(repos):
+            raise ValueError("each tenant needs its own lakefs_repository")
+        return self
+
+    def tenant(self, name: str) -> TenantConfig:
+        for tenant in self.tenants:
+            if tenant.name == name:
+                return tenant
+        raise KeyError(f"no tenant '{name}'")
+
+    def datasets(self) -> list[tuple[TenantConfig, DatasetConfig]]:
+        return [(t, d) for t in self.tenants for d in t.datasets]
+
+
+class TenantsConfigError(ValueError):
+    """The tenants file is invalid; the message names file, tenant, dataset and field."""
+
+
+def _describe_location(raw: object, loc: tuple[int | str, ...]) -> str:
+    """Turn a pydantic error location into 'tenant X, dataset Y, field a.b' using the names in the file."""
+    parts: list[str] = []
+    node = raw
+    fields: list[str] = []
+    index = 0
+    while index < len(loc):
+        key = loc[index]
+        if key in ("tenants", "datasets") and index + 1 < len(loc) and isinstance(loc[index + 1], int):
+            position = int(loc[index + 1])
+            items = node.get(key) if isinstance(node, dict) else None
+            item = items[position] if isinstance(items, list) and position < len(items) else None
+            name = item.get("name") if isinstance(item, dict) else None
+            label = "tenant" if key == "tenants" else "dataset"
+            parts.append(f"{label} '{name}'" if name else f"{label} #{position + 1}")
+            node = item
+            index += 2
+            continue
+        fields.append(str(key))
+        node = node.get(key) if isinstance(node, dict) else None
+        index += 1
+    if fields:
+        parts.append(f"field '{'.'.join(fields)}'")
+    return ", ".join(parts) or "top level"
+
+
+def load_tenants(path: Path | str) -> TenantsConfig:
+    """Load and validate the tenants file, failing with one readable message per problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise TenantsConfigError(f"{path}: tenants file not found") from exc
+    except yaml.YAMLError as exc:
+        raise TenantsConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return TenantsConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"{path}: {_describe_location(raw, err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise TenantsConfigError("invalid tenants file\n" + "\n".join(problems)) from None

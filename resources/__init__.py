@@ -1,0 +1,1 @@
+"""Dagster resources: the configurable connections to the systems Trainyard runs against."""
