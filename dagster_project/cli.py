@@ -1,0 +1,117 @@
+"""The ``trainyard`` command line: the local stack, the demo and configuration checks.
+
+Every command reads the same ``TRAINYARD_*`` settings as the Dagster code location.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from dagster_project.settings import Settings
+from dagster_project.tenants import TenantsConfigError, load_tenants
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    from dagster_project.devservices.local import LocalServices
+
+    settings = Settings()
+    with LocalServices(settings) as services:
+        print(f"S3 (moto) on {services.s3.url if services.s3 else '-'}, bucket {settings.landing_bucket}", flush=True)
+        print(f"lakeFS emulator on {settings.lakefs_api_url} (data in {settings.home.resolve() / 'lakefs'})",
+              flush=True)
+        print("Ctrl-C to stop.", flush=True)
+        _wait_for_signal()
+    return 0
+
+
+def cmd_lakefs_emulator(args: argparse.Namespace) -> int:
+    from dagster_project.devservices.lakefs_emulator import serve
+
+    serve(args.host, args.port, Path(args.data_dir), args.access_key_id, args.secret_access_key)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dagster_project.demo import run_demo
+
+    return run_demo()
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from dagster_project.demo import dagster_home, prepare_home
+    from dagster_project.devservices.local import LocalServices
+
+    settings = Settings()
+    env = prepare_home(settings)
+    workspace = dagster_home(settings) / "workspace.yaml"
+    command = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(workspace),
+               "-h", args.host, "-p", str(args.port)]
+    with LocalServices(settings):
+        print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']}); Ctrl-C to stop.",
+              flush=True)
+        process = subprocess.Popen(command, env=env)
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            process.send_signal(signal.SIGINT)
+            return process.wait()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = Path(args.file) if args.file else Settings().tenants_file
+    try:
+        config = load_tenants(path)
+    except TenantsConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    for tenant, dataset in config.datasets():
+        print(f"{tenant.name}/{dataset.name}: {len(dataset.record_schema.fields)} fields, {len(dataset.labels)} labels,"
+              f" k={dataset.overlap_k}, vendors {', '.join(v.name for v in dataset.vendors)},"
+              f" publish {dataset.publish.policy}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trainyard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("services", help="run the embedded S3 and lakeFS emulator on loopback").set_defaults(
+        func=cmd_services)
+    emulator = sub.add_parser("lakefs-emulator", help="run only the lakeFS API emulator")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8310)
+    emulator.add_argument("--data-dir", required=True)
+    emulator.add_argument("--access-key-id", required=True)
+    emulator.add_argument("--secret-access-key", required=True)
+    emulator.set_defaults(func=cmd_lakefs_emulator)
+    sub.add_parser("demo", help="run one seeded batch per dataset through Dagster and print a summary").set_defaults(
+        func=cmd_demo)
+    dev = sub.add_parser("dev", help="embedded services + Dagster webserver and daemon over the demo's DAGSTER_HOME")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=cmd_dev)
+    check = sub.add_parser("check-config", help="validate a tenants file")
+    check.add_argument("file", nargs="?")
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

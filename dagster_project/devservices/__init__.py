@@ -1,0 +1,1 @@
+"""Local development services that stand in for infrastructure unavailable on developer machines."""

@@ -1,0 +1,65 @@
+"""The embedded local stack: S3 (moto server) and lakeFS (the emulator) on loopback, as configured by Settings.
+
+Used by ``trainyard services``, ``trainyard demo`` and ``trainyard dev``. Ports and credentials come from the
+same ``TRAINYARD_*`` settings the code location reads, so the daemon, the run workers and the CLI all agree.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+
+from dagster_project.devservices.lakefs_emulator import RunningEmulator, start_emulator
+from dagster_project.devservices.s3 import RunningS3, start_s3
+from dagster_project.sample_data import ensure_bucket
+from dagster_project.settings import Settings
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"{url}: the embedded services need an explicit host and port")
+    return parts.hostname, parts.port
+
+
+def s3_client(settings: Settings) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url or None,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key_id,
+        aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+    )
+
+
+class LocalServices:
+    """Start moto S3 and the lakeFS emulator; stop both on exit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stack = ExitStack()
+        self.s3: RunningS3 | None = None
+        self.lakefs: RunningEmulator | None = None
+
+    def __enter__(self) -> LocalServices:
+        settings = self.settings
+        if not settings.s3_endpoint_url:
+            raise ValueError("TRAINYARD_S3_ENDPOINT_URL must point at loopback to run the embedded S3")
+        try:
+            s3_host, s3_port = _host_port(settings.s3_endpoint_url)
+            self.s3 = self._stack.enter_context(start_s3(s3_host, s3_port))
+            lakefs_host, lakefs_port = _host_port(settings.lakefs_url)
+            self.lakefs = self._stack.enter_context(start_emulator(
+                settings.home.resolve() / "lakefs", settings.lakefs_access_key_id,
+                settings.lakefs_secret_access_key.get_secret_value(), lakefs_host, lakefs_port))
+            ensure_bucket(s3_client(settings), settings.landing_bucket)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
