@@ -29,7 +29,7 @@ from dagster_project.quality import majority_vote, percent_agreement
 from dagster_project.quality.agreement import item_agreement
 from dagster_project.records import QUARANTINE_COLUMNS, empty_quarantine, quarantine_rows
 from dagster_project.tenants import DatasetConfig, TenantConfig
-from dagster_project.vendors.base import VendorClient
+from dagster_project.vendors.base import ANNOTATION_COLUMNS, VendorClient
 
 QUARANTINING_STAGES = (Stage.RAW, Stage.CLEAN, Stage.CONSOLIDATED_LABELS)
 DUPLICATES_FILE = "duplicates.parquet"
@@ -99,7 +99,7 @@ def run_raw(batch: Batch, s3: Any, landing_bucket: str, storage_namespace: str,
     batch.repo.ensure_exists(storage_namespace)
     batch.repo.ensure_branch(batch.branch)
     drop = find_drop(s3, landing_bucket, batch.tenant.landing_prefix, batch.dataset.name, batch.batch_id)
-    result = ingest_drop(s3, drop, batch.batch_id, now or datetime.now(UTC))
+    result = ingest_drop(s3, drop, batch.batch_id, now or _first_ingestion_time(batch) or datetime.now(UTC))
     _write_stage(batch, Stage.RAW, result.records, result.quarantine)
     manifest = result.manifest.model_dump(mode="json") if result.manifest else {"problem": result.manifest_problem}
     batch.repo.put_json(batch.branch, layout.stage_dir(batch.dataset.name, Stage.RAW, batch.batch_id) + MANIFEST_COPY,
@@ -110,6 +110,14 @@ def run_raw(batch: Batch, s3: Any, landing_bucket: str, storage_namespace: str,
     return StageReport(Stage.RAW, len(result.records), commit_id, counts,
                        {"drop": drop.uri, "quarantine_reasons": _reason_counts(result.quarantine),
                         "manifest_problem": result.manifest_problem})
+
+
+def _first_ingestion_time(batch: Batch) -> datetime | None:
+    """A re-run keeps the batch's original ``ingested_at``, so re-ingesting the same drop changes nothing."""
+    previous = batch.repo.get_frame(batch.branch, batch.data_path(Stage.RAW))
+    if previous is None or previous.empty:
+        return None
+    return previous["ingested_at"].iloc[0].to_pydatetime()
 
 
 def run_clean(batch: Batch) -> StageReport:
@@ -172,7 +180,7 @@ def run_annotations(batch: Batch, vendors: dict[str, VendorClient]) -> StageRepo
             raise RuntimeError(f"vendor '{vendor_name}' has finished {status.completed_tasks} of "
                                f"{status.total_tasks} tasks for {status.submission_id}; retry when complete")
         collected.append(vendor.fetch(submission_id(batch)))
-    annotations = pd.concat(collected, ignore_index=True) if collected else pd.DataFrame()
+    annotations = pd.concat(collected, ignore_index=True) if collected else pd.DataFrame(columns=ANNOTATION_COLUMNS)
     _write_stage(batch, Stage.ANNOTATIONS, annotations)
     latency = (annotations["completed_at"] - annotations["submitted_at"]).dt.total_seconds() if len(annotations) \
         else pd.Series(dtype=float)
@@ -218,9 +226,14 @@ class GateResult:
 
 
 def record_gate(batch: Batch, result: GateResult) -> str:
-    """Write a gate result onto the batch branch and commit it, pass or fail, for the audit trail."""
-    batch.repo.put_json(batch.branch, layout.gate_result_path(batch.dataset.name, batch.batch_id, result.gate),
-                        {**result.as_dict(), "evaluated_at": datetime.now(UTC).isoformat()})
+    """Write a gate result onto the batch branch and commit it, pass or fail, for the audit trail.
+
+    Re-evaluating a gate on unchanged data keeps the recorded result (and its time) instead of a new commit.
+    """
+    path = layout.gate_result_path(batch.dataset.name, batch.batch_id, result.gate)
+    recorded = batch.repo.get_json(batch.branch, path)
+    if recorded is None or {k: v for k, v in recorded.items() if k != "evaluated_at"} != result.as_dict():
+        batch.repo.put_json(batch.branch, path, {**result.as_dict(), "evaluated_at": datetime.now(UTC).isoformat()})
     verdict = "passed" if result.passed else "FAILED"
     return batch.commit(f"gate:{result.gate}", f"gate {result.gate} {verdict} ({result.value:.4f} "
                         f"{result.comparison} {result.threshold})", {"gate_passed": result.passed})
@@ -234,7 +247,9 @@ def evaluate_agreement_gate(batch: Batch) -> GateResult:
     per_item = item_agreement(annotations).sort_values().head(10)
     worst = [{"item_id": str(item), "agreement": round(float(score), 4)} for item, score in per_item.items()]
     sample_size = int(annotations.groupby("item_id").size().ge(2).sum()) if len(annotations) else 0
-    passed = bool(sample_size > 0 and value >= threshold)
+    # A batch with nothing to label (everything quarantined or duplicate) has nothing to disagree on; a batch
+    # with judgements but no item judged twice cannot show it is reliable, so it fails.
+    passed = bool(value >= threshold) if sample_size else annotations.empty
     result = GateResult("agreement", passed, 0.0 if pd.isna(value) else round(value, 6), threshold, ">=",
                         sample_size, worst)
     record_gate(batch, result)
