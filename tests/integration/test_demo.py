@@ -1,0 +1,42 @@
+"""``trainyard demo`` end to end, twice: the Dagster daemon's sensor picks the drops up and runs them, the
+summary shows a commit on main for every dataset, and the second run finds the same result without new runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO_ROOT, free_port
+
+TRAINYARD = str(Path(sys.executable).parent / "trainyard")
+
+
+def _summary(output: str) -> str:
+    """The part after the progress lines: per-dataset tables, gates, conservation, commit and tag."""
+    return output[output.index("\n\n"):]
+
+
+def test_demo_runs_through_dagster_and_is_idempotent(tmp_path: Path) -> None:
+    env = {**os.environ,
+           "TRAINYARD_HOME": str(tmp_path / "home"),
+           "TRAINYARD_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+           "TRAINYARD_LAKEFS_URL": f"http://127.0.0.1:{free_port()}"}
+    env.pop("TRAINYARD_TENANTS_FILE", None)
+    env.pop("DAGSTER_HOME", None)
+    first = subprocess.run([TRAINYARD, "demo"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "starting dagster-daemon" in first.stdout
+    commits = re.findall(r"main: commit ([0-9a-f]{64})  tag (\S+)", first.stdout)
+    assert [tag for _, tag in commits] == ["support_intents/v1", "defect_reports/v1"]
+    assert first.stdout.count("(SUCCESS)") == 2
+    assert first.stdout.count("balanced") == 2 and "NOT BALANCED" not in first.stdout
+    assert first.stdout.count("gate agreement:") == 2 and "FAILED" not in first.stdout
+    assert "not valid UTF-8" in first.stdout and "missing required field" in first.stdout
+
+    second = subprocess.run([TRAINYARD, "demo"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "idempotent re-run" in second.stdout and "starting dagster-daemon" not in second.stdout
+    assert _summary(second.stdout) == _summary(first.stdout)
