@@ -292,7 +292,8 @@ def test_drop_without_manifest_quarantines_every_parsed_record() -> None:
     assert result.records_in == 6 + 2  # 6 non-blank JSONL lines, 2 CSV data rows
     q = result.quarantine
     # Parse errors keep their own reason; every parsable record gets the manifest reason.
-    by_line = dict(zip(zip(q["source_uri"], q["source_line"].astype(int)), q["reason"], strict=True))
+    lines = zip(q["source_uri"], q["source_line"].astype(int), strict=True)
+    by_line = dict(zip(lines, q["reason"], strict=True))
     assert by_line == {
         (uri("part.jsonl"), 1): expected_reason,
         (uri("part.jsonl"), 3): "invalid JSON: Expecting value at column 21",

@@ -1,0 +1,88 @@
+"""Time the automated stages of one batch on N synthetic records, against the embedded services.
+
+    .venv/bin/python bench/pipeline.py --records 100000
+
+Starts a moto S3 process and the lakeFS emulator on free loopback ports, uploads one seeded drop (JSONL, CSV
+and Parquet, with planted defects) for the example UK fintech dataset, runs raw -> published through the same
+``pipeline`` functions the Dagster assets call, and prints seconds and records/second per stage plus the
+process's peak RSS. Results go in docs/BENCHMARKS.md with the command and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from dagster_project import pipeline
+from dagster_project.devservices.lakefs_emulator import start_emulator
+from dagster_project.devservices.local import s3_client
+from dagster_project.devservices.s3 import start_s3
+from dagster_project.lakefs_repo import LakeFSRepository, api_client
+from dagster_project.sample_data import build_drop, ensure_bucket, upload_drop
+from dagster_project.settings import EXAMPLE_TENANTS_FILE, Settings
+from dagster_project.tenants import load_tenants
+from dagster_project.vendors import build_vendor
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+
+    tenant = load_tenants(EXAMPLE_TENANTS_FILE).tenant("northbank")
+    dataset = tenant.dataset("support_intents")
+    with tempfile.TemporaryDirectory() as tmp, start_s3("127.0.0.1", _free_port()) as s3_server, \
+            start_emulator(Path(tmp) / "lakefs", "AKIABENCH", "bench-secret") as lakefs:
+        settings = Settings(s3_endpoint_url=s3_server.url, lakefs_url=lakefs.url, home=Path(tmp),
+                            lakefs_access_key_id="AKIABENCH", lakefs_secret_access_key="bench-secret")
+        s3 = s3_client(settings)
+        ensure_bucket(s3, settings.landing_bucket)
+        started = time.perf_counter()
+        plan = build_drop(tenant, dataset, "bench", args.records, seed=args.seed)
+        upload_drop(s3, settings.landing_bucket, plan)
+        prepared = time.perf_counter() - started
+
+        repo = LakeFSRepository(api_client(lakefs.api_url, "AKIABENCH", "bench-secret"), tenant.lakefs_repository)
+        batch = pipeline.Batch(tenant, dataset, "bench", repo, "bench")
+        vendors = {v.name: build_vendor(v, Path(tmp) / "vendors") for v in dataset.vendors}
+        stages = [
+            ("raw", lambda: pipeline.run_raw(batch, s3, settings.landing_bucket, "local://bench/northbank")),
+            ("clean", lambda: pipeline.run_clean(batch)),
+            ("dedup", lambda: pipeline.run_dedup(batch)),
+            ("labeling_tasks", lambda: pipeline.run_labeling_tasks(batch)),
+            ("annotations", lambda: pipeline.run_annotations(batch, vendors)),
+            ("consolidated_labels", lambda: pipeline.run_consolidation(batch)),
+            ("agreement_gate", lambda: pipeline.evaluate_agreement_gate(batch)),
+            ("published", lambda: pipeline.run_publish(batch)),
+        ]
+        print(f"records: {plan.records} rows in {len(plan.files)} files "
+              f"({sum(len(b) for b in plan.files.values()) / 1e6:.1f} MB), generated+uploaded in {prepared:.1f}s")
+        print(f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
+              f"{__import__('os').cpu_count()} cores")
+        print(f"{'stage':<22}{'seconds':>9}{'records/s':>12}")
+        total = 0.0
+        for name, run in stages:
+            began = time.perf_counter()
+            outcome = run()
+            elapsed = time.perf_counter() - began
+            total += elapsed
+            print(f"{name:<22}{elapsed:>9.2f}{plan.records / elapsed:>12,.0f}")
+        print(f"{'total':<22}{total:>9.2f}{plan.records / total:>12,.0f}")
+        print(f"conservation: {outcome.conservation.describe() if outcome.conservation else '-'}")
+        print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
