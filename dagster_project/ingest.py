@@ -26,6 +26,8 @@ from dagster_project.records import LINEAGE_COLUMNS, QuarantineEntry, quarantine
 RAW_COLUMNS = [*LINEAGE_COLUMNS, "payload"]
 SUPPORTED_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 _CHUNK_BYTES = 1 << 20
+CSV_FIELD_LIMIT = 64 << 20
+"""Largest CSV cell accepted (the csv module's default of 128 KiB rejects long free-text tickets)."""
 
 
 @dataclass
@@ -91,21 +93,34 @@ def _parse_jsonl(body: Any) -> Iterator[_Parsed]:
 
 
 def _parse_csv(body: Any) -> Iterator[_Parsed]:
-    """CSV with a header row; line numbers are physical lines (header = line 1)."""
+    """CSV with a header row; line numbers are physical lines (header = line 1; a quoted multi-line record
+    reports the line it ends on). A row the csv module rejects is quarantined and parsing goes on."""
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     bad_lines: list[_Parsed] = []
-    position = {"line": 0}
+    position: dict[str, Any] = {"line": 0, "text": ""}
 
     def decoded_lines() -> Iterator[str]:
         for number, raw in _iter_lines(body):
             position["line"] = number
             try:
-                yield raw.decode("utf-8-sig" if number == 1 else "utf-8") + "\n"
+                position["text"] = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 bad_lines.append(_Parsed(number, raw.decode("utf-8", "backslashreplace"), _undecodable(raw, exc)))
+                continue
+            yield position["text"] + "\n"
 
     reader = csv.reader(decoded_lines())
     header: list[str] | None = None
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            yield from bad_lines
+            bad_lines.clear()
+            yield _Parsed(position["line"], position["text"], f"unparsable CSV row: {exc}")
+            continue
         yield from bad_lines
         bad_lines.clear()
         line = position["line"]

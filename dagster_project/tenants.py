@@ -8,11 +8,13 @@ file, the tenant, the dataset and the field -- not surface hours later as a fail
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{1,40}$"
 """Tenant and dataset names become Dagster asset-key parts, group names and lakeFS path segments."""
@@ -20,6 +22,12 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]{1,40}$"
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 FieldType = Literal["string", "integer", "number", "boolean", "datetime"]
+
+
+def _repeated(names: Iterable[str]) -> str:
+    """Names that occur more than once, for error messages ('' when all are unique)."""
+    counts = Counter(names)
+    return ", ".join(f"'{name}' appears {n} times" for name, n in counts.items() if n > 1)
 
 
 class Strict(BaseModel):
@@ -44,14 +52,16 @@ class RecordSchema(Strict):
     id_field: str
     """The client's own record identifier, kept as lineage next to Trainyard's ``record_id``."""
 
-    @model_validator(mode="after")
-    def _fields_exist(self) -> RecordSchema:
-        for name in [*self.required, self.text_field, self.id_field]:
-            if name not in self.fields:
-                raise ValueError(f"'{name}' is used but not declared under fields")
-        if self.fields[self.text_field].type != "string":
-            raise ValueError(f"text_field '{self.text_field}' must be of type string")
-        return self
+    @field_validator("required", "text_field", "id_field")
+    @classmethod
+    def _declared(cls, value: str | list[str], info: ValidationInfo) -> str | list[str]:
+        declared = info.data.get("fields", {})
+        missing = [name for name in ([value] if isinstance(value, str) else value) if name not in declared]
+        if missing:
+            raise ValueError(f"{', '.join(repr(m) for m in missing)} is used but not declared under fields")
+        if info.field_name == "text_field" and declared[value].type != "string":
+            raise ValueError(f"text_field '{value}' must be of type string")
+        return value
 
 
 class VendorConfig(Strict):
@@ -117,8 +127,8 @@ class DatasetConfig(Strict):
                 raise ValueError(
                     f"vendor '{vendor.name}' has {vendor.annotators} annotators, fewer than overlap_k={self.overlap_k}"
                 )
-        if len({v.name for v in self.vendors}) != len(self.vendors):
-            raise ValueError("vendor names must be unique within a dataset")
+        if repeated := _repeated(v.name for v in self.vendors):
+            raise ValueError(f"vendor names must be unique within a dataset: {repeated}")
         return self
 
 
@@ -150,9 +160,8 @@ class TenantConfig(Strict):
 
     @model_validator(mode="after")
     def _dataset_names_unique(self) -> TenantConfig:
-        names = [d.name for d in self.datasets]
-        if len(set(names)) != len(names):
-            raise ValueError("dataset names must be unique within a tenant")
+        if repeated := _repeated(d.name for d in self.datasets):
+            raise ValueError(f"dataset names must be unique within a tenant: {repeated}")
         return self
 
     def dataset(self, name: str) -> DatasetConfig:
@@ -167,12 +176,10 @@ class TenantsConfig(Strict):
 
     @model_validator(mode="after")
     def _tenants_unique(self) -> TenantsConfig:
-        names = [t.name for t in self.tenants]
-        repos = [t.lakefs_repository for t in self.tenants]
-        if len(set(names)) != len(names):
-            raise ValueError("tenant names must be unique")
-        if len(set(repos)) != len(repos):
-            raise ValueError("each tenant needs its own lakefs_repository")
+        if repeated := _repeated(t.name for t in self.tenants):
+            raise ValueError(f"tenant names must be unique: {repeated}")
+        if repeated := _repeated(t.lakefs_repository for t in self.tenants):
+            raise ValueError(f"each tenant needs its own lakefs_repository: {repeated}")
         return self
 
     def tenant(self, name: str) -> TenantConfig:
@@ -222,6 +229,9 @@ def load_tenants(path: Path | str) -> TenantsConfig:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise TenantsConfigError(f"{path}: tenants file not found") from exc
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start]
+        raise TenantsConfigError(f"{path}: not UTF-8 text (byte 0x{byte:02x} at offset {exc.start})") from exc
     except yaml.YAMLError as exc:
         raise TenantsConfigError(f"{path}: not valid YAML: {exc}") from exc
     try:

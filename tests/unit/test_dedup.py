@@ -95,8 +95,13 @@ def test_duplicates_frame_shape_and_values() -> None:
     result = deduplicate(batch("x", "X"), "text", EMPTY_INDEX)
     assert list(result.duplicates.columns) == DUPLICATE_COLUMNS
     assert result.duplicates.to_dict("records") == [
-        {"record_id": "r2", "batch_id": "b2", "duplicate_of": "r1", "text_hash": normalised_text_hash("x"),
-         "scope": "batch"}
+        {
+            "record_id": "r2",
+            "batch_id": "b2",
+            "duplicate_of": "r1",
+            "text_hash": normalised_text_hash("x"),
+            "scope": "batch",
+        }
     ]
     assert all(str(dtype) == "string" for dtype in result.duplicates.dtypes)
 

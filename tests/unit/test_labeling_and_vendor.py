@@ -91,14 +91,24 @@ def test_routing_is_stable_per_item_and_keeps_replicas_together(example_config: 
 
 
 def vendor_config(**changes: Any) -> VendorConfig:
-    base: dict[str, Any] = {"name": "simwork", "annotators": 5, "accuracy": 0.9, "latency_seconds": 60,
-                            "price_per_judgement": 0.04, "seed": 7}
+    base: dict[str, Any] = {
+        "name": "simwork",
+        "annotators": 5,
+        "accuracy": 0.9,
+        "latency_seconds": 60,
+        "price_per_judgement": 0.04,
+        "seed": 7,
+    }
     return VendorConfig(**{**base, **changes})
 
 
 def simple_tasks(n_items: int, k: int, vendor: str = "simwork") -> pd.DataFrame:
-    frame = pd.DataFrame({"item_id": [f"i{i:05d}" for i in range(n_items)],
-                          "text": [f"report {i}: crack near weld seam" for i in range(n_items)]})
+    frame = pd.DataFrame(
+        {
+            "item_id": [f"i{i:05d}" for i in range(n_items)],
+            "text": [f"report {i}: crack near weld seam" for i in range(n_items)],
+        }
+    )
     frame = frame.loc[frame.index.repeat(k)].reset_index(drop=True)
     frame["replica"] = frame.groupby("item_id").cumcount()
     frame["task_id"] = frame["item_id"] + "-r" + frame["replica"].astype(str)

@@ -103,10 +103,12 @@ def run_pure_pipeline(plan: DropPlan, schema, text_field: str):
     return raw, clean, dedup
 
 
-@pytest.mark.parametrize(("tenant_name", "dataset_name"), [("northbank", "support_intents"),
-                                                           ("stahlwerk", "defect_reports")])
-def test_plan_records_equal_rows_across_files(example_config: TenantsConfig, tenant_name: str,
-                                              dataset_name: str) -> None:
+@pytest.mark.parametrize(
+    ("tenant_name", "dataset_name"), [("northbank", "support_intents"), ("stahlwerk", "defect_reports")]
+)
+def test_plan_records_equal_rows_across_files(
+    example_config: TenantsConfig, tenant_name: str, dataset_name: str
+) -> None:
     tenant = example_config.tenant(tenant_name)
     dataset = tenant.dataset(dataset_name)
     plan = build_drop(tenant, dataset, "drop-a", n=200)
@@ -126,8 +128,9 @@ def test_plan_records_equal_rows_across_files(example_config: TenantsConfig, ten
         ("stahlwerk", "defect_reports", {"records": 206, "unparsable": 4, "invalid": 2, "duplicates": 10}),
     ],
 )
-def test_planted_defects_are_exactly_what_the_stages_find(example_config: TenantsConfig, tenant_name: str,
-                                                          dataset_name: str, expected: dict[str, int]) -> None:
+def test_planted_defects_are_exactly_what_the_stages_find(
+    example_config: TenantsConfig, tenant_name: str, dataset_name: str, expected: dict[str, int]
+) -> None:
     """Cross-check: the plan's counts equal what ingest, clean and dedup actually find in the generated files."""
     tenant = example_config.tenant(tenant_name)
     dataset = tenant.dataset(dataset_name)
@@ -144,8 +147,9 @@ def test_planted_defects_are_exactly_what_the_stages_find(example_config: Tenant
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 @pytest.mark.parametrize("formats", [("csv", "jsonl"), ("parquet", "jsonl", "csv"), ("jsonl",)])
-def test_plan_matches_stages_for_other_seeds_and_layouts(example_config: TenantsConfig, seed: int,
-                                                         formats: tuple[str, ...]) -> None:
+def test_plan_matches_stages_for_other_seeds_and_layouts(
+    example_config: TenantsConfig, seed: int, formats: tuple[str, ...]
+) -> None:
     for tenant, dataset in example_config.datasets():
         plan = build_drop(tenant, dataset, "drop-a", n=60, seed=seed, formats=formats)
         raw, clean, dedup = run_pure_pipeline(plan, dataset.record_schema, dataset.record_schema.text_field)

@@ -146,7 +146,7 @@ def test_text_field_of_non_string_type(tmp_path: Path) -> None:
         tmp_path, lambda raw: northbank_dataset(raw)["schema"]["fields"]["text"].update(type="integer")
     )
     [problem] = problem_lines(load_error(path))
-    assert problem.startswith(f"{path}: tenant 'northbank', dataset 'support_intents', field 'schema': ")
+    assert problem.startswith(f"{path}: tenant 'northbank', dataset 'support_intents', field 'schema.text_field': ")
     assert problem.endswith("text_field 'text' must be of type string")
 
 
@@ -171,7 +171,7 @@ def test_duplicate_lakefs_repository(tmp_path: Path) -> None:
     path = write_mutated(tmp_path, lambda raw: raw["tenants"][1].update(lakefs_repository="northbank"))
     [problem] = problem_lines(load_error(path))
     assert problem.startswith(f"{path}: ")
-    assert problem.endswith("each tenant needs its own lakefs_repository")
+    assert problem.endswith("each tenant needs its own lakefs_repository: 'northbank' appears 2 times")
 
 
 def test_unknown_extra_key_in_a_dataset(tmp_path: Path) -> None:
