@@ -39,7 +39,7 @@ def postgres_instance(tmp_path: Path, postgres_database: str, monkeypatch: pytes
 
 def evaluate_landing_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, tenant: str, dataset: str,
                             cursor: str | None = None) -> dg.SensorResult:
-    sensor = defs.get_sensor_def(layout.landing_sensor_name(tenant, dataset))
+    sensor = defs.resolve_sensor_def(layout.landing_sensor_name(tenant, dataset))
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources)
     return sensor(context)
 
@@ -70,7 +70,7 @@ def test_batch_runs_through_dagster_on_postgres(settings: Settings, s3, postgres
     again = evaluate_landing_sensor(defs, instance, tenant, dataset, cursor=first.cursor)
     assert again.run_requests == []  # a drop becomes exactly one batch
 
-    job = defs.get_job_def(layout.job_name(tenant, dataset))
+    job = defs.resolve_job_def(layout.job_name(tenant, dataset))
     result = job.execute_in_process(instance=instance, partition_key=batch_id, tags=request.tags)
     assert result.success
 
@@ -120,7 +120,7 @@ def test_failed_gate_stops_the_run_before_publish(settings: Settings, s3, postgr
     sensed = evaluate_landing_sensor(defs, instance, "stahlwerk", "defect_reports")
     apply_partition_requests(instance, sensed)
 
-    result = defs.get_job_def(layout.job_name("stahlwerk", "defect_reports")).execute_in_process(
+    result = defs.resolve_job_def(layout.job_name("stahlwerk", "defect_reports")).execute_in_process(
         instance=instance, partition_key="bad-vendor", raise_on_error=False)
 
     assert not result.success

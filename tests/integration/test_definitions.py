@@ -48,6 +48,6 @@ def test_asset_graph_follows_the_tenants_file() -> None:
         gate = dg.AssetCheckKey(consolidated, "agreement_gate")
         assert graph.get_check_keys_for_assets({consolidated}) == {gate}
         assert graph.get_check_spec(gate).blocking
-        assert defs.get_job_def(layout.job_name(tenant.name, dataset.name)) is not None
-        assert defs.get_sensor_def(layout.landing_sensor_name(tenant.name, dataset.name)).default_status == \
+        assert defs.resolve_job_def(layout.job_name(tenant.name, dataset.name)) is not None
+        assert defs.resolve_sensor_def(layout.landing_sensor_name(tenant.name, dataset.name)).default_status == \
             dg.DefaultSensorStatus.RUNNING
