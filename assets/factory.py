@@ -19,7 +19,11 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from assets.sensors import build_landing_sensor
 from dagster_project import layout, pipeline
+from dagster_project.gates import GATES, Gate, evaluate_and_record
+from dagster_project.ingest import read_gold_set
 from dagster_project.layout import Stage
+from dagster_project.publish import run_publish
+from dagster_project.quality.checks import CheckOutcome
 from dagster_project.settings import Settings
 from dagster_project.tenants import DatasetConfig, TenantConfig
 from resources.lakefs import LakeFSResource
@@ -31,12 +35,15 @@ STAGE_DESCRIPTIONS = {
                "Unparsable lines and drops without a valid manifest are quarantined with file, line and reason.",
     Stage.CLEAN: "Unicode-normalised records typed against the dataset schema; records missing required fields "
                  "or out of range are quarantined with the field and reason.",
+    Stage.PII: "Records after PII handling, before anything leaves for a vendor: emails, phone numbers, IBANs, "
+               "card numbers, national ids and IP addresses are redacted or the record is dropped (quarantined), "
+               "per the dataset's pii_policy. Findings keep kinds and positions, never values.",
     Stage.DEDUP: "Records with exact duplicates (normalised text) removed, within the batch and against every "
                  "batch already published on main.",
-    Stage.LABELING_TASKS: "One task per item and replica (overlap k), routed to vendors by share.",
+    Stage.LABELING_TASKS: "One task per item and replica (overlap k), routed to vendors by share, with known-answer "
+                          "gold items mixed in at the dataset's gold_rate.",
     Stage.ANNOTATIONS: "Judgements returned by the labeling vendors, with annotator, latency and cost.",
-    Stage.CONSOLIDATED_LABELS: "One label per item by majority vote, with its confidence. Guarded by blocking "
-                               "quality gates: a failed gate stops the batch before publish.",
+    Stage.CONSOLIDATED_LABELS: "One label per item by majority vote, with its confidence.",
     Stage.PUBLISHED: "The batch merged into the tenant's lakeFS main and tagged as a dataset version -- the only "
                      "data training may read. Runs only after every blocking gate passed and the record counts "
                      "reconcile (records in = published + quarantined + duplicates).",
@@ -67,6 +74,18 @@ def report_metadata(report: pipeline.StageReport, batch: pipeline.Batch) -> dict
     if report.details:
         metadata["details"] = dg.MetadataValue.json(report.details)
     return metadata
+
+
+def check_result(outcome: CheckOutcome, blocking: bool) -> dg.AssetCheckResult:
+    """A gate outcome as Dagster sees it: numeric value/threshold/sample size so the UI can plot them."""
+    return dg.AssetCheckResult(
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
+        description=f"{outcome.name}: {outcome.value} {outcome.comparison} {outcome.threshold}",
+        metadata={"value": float(outcome.value), "threshold": float(outcome.threshold),
+                  "comparison": outcome.comparison, "sample_size": int(outcome.sample_size),
+                  "worst_offenders": dg.MetadataValue.json(outcome.worst)},
+    )
 
 
 def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, settings: Settings) -> DatasetDefinitions:
@@ -109,15 +128,24 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
         batch = batch_for(context, lakefs)
         return dg.MaterializeResult(metadata=report_metadata(pipeline.run_clean(batch), batch))
 
-    @stage_asset(Stage.DEDUP, Stage.CLEAN)
+    @stage_asset(Stage.PII, Stage.CLEAN)
+    def pii(context: dg.AssetExecutionContext, lakefs: LakeFSResource) -> dg.MaterializeResult:
+        batch = batch_for(context, lakefs)
+        return dg.MaterializeResult(metadata=report_metadata(pipeline.run_pii(batch), batch))
+
+    @stage_asset(Stage.DEDUP, Stage.PII)
     def dedup(context: dg.AssetExecutionContext, lakefs: LakeFSResource) -> dg.MaterializeResult:
         batch = batch_for(context, lakefs)
         return dg.MaterializeResult(metadata=report_metadata(pipeline.run_dedup(batch), batch))
 
     @stage_asset(Stage.LABELING_TASKS, Stage.DEDUP)
-    def labeling_tasks(context: dg.AssetExecutionContext, lakefs: LakeFSResource) -> dg.MaterializeResult:
+    def labeling_tasks(context: dg.AssetExecutionContext, lakefs: LakeFSResource,
+                       landing: ObjectStorageResource) -> dg.MaterializeResult:
         batch = batch_for(context, lakefs)
-        return dg.MaterializeResult(metadata=report_metadata(pipeline.run_labeling_tasks(batch), batch))
+        gold_set = read_gold_set(landing.client(), landing.landing_bucket, tenant.landing_prefix, dataset.name,
+                                 dataset.record_schema.text_field, dataset.labels)
+        report = pipeline.run_labeling_tasks(batch, gold_set)
+        return dg.MaterializeResult(metadata=report_metadata(report, batch))
 
     @stage_asset(Stage.ANNOTATIONS, Stage.LABELING_TASKS)
     def annotations(context: dg.AssetExecutionContext, lakefs: LakeFSResource,
@@ -131,29 +159,27 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
         batch = batch_for(context, lakefs)
         return dg.MaterializeResult(metadata=report_metadata(pipeline.run_consolidation(batch), batch))
 
-    @dg.asset_check(
-        asset=key(Stage.CONSOLIDATED_LABELS),
-        name="agreement_gate",
-        blocking=True,
-        partitions_def=partitions_def,
-        description=f"Blocking: observed pairwise inter-annotator agreement must be at least "
-                    f"{dataset.gates.min_agreement} (dataset gate min_agreement).",
-    )
-    def agreement_gate(context: dg.AssetCheckExecutionContext, lakefs: LakeFSResource) -> dg.AssetCheckResult:
-        result = pipeline.evaluate_agreement_gate(batch_for(context, lakefs))
-        return dg.AssetCheckResult(
-            passed=result.passed,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=f"agreement {result.value:.4f} {result.comparison} {result.threshold}",
-            metadata={"value": result.value, "threshold": result.threshold, "sample_size": result.sample_size,
-                      "worst_items": dg.MetadataValue.json(result.worst)},
+    def gate_check(gate: Gate) -> dg.AssetChecksDefinition:
+        threshold_note = "blocks the batch" if gate.blocking else "warns (never blocks)"
+
+        @dg.asset_check(
+            asset=key(gate.stage),
+            name=gate.name,
+            blocking=gate.blocking,
+            partitions_def=partitions_def,
+            description=f"{gate.summary} -- {threshold_note}. Thresholds: dataset gates in the tenants file.",
         )
+        def check(context: dg.AssetCheckExecutionContext, lakefs: LakeFSResource) -> dg.AssetCheckResult:
+            outcome = evaluate_and_record(batch_for(context, lakefs), gate.name)
+            return check_result(outcome, gate.blocking)
+
+        return check
 
     @stage_asset(Stage.PUBLISHED, Stage.CONSOLIDATED_LABELS,
                  freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=dataset.freshness_sla_hours)))
     def published(context: dg.AssetExecutionContext, lakefs: LakeFSResource) -> dg.MaterializeResult:
         batch = batch_for(context, lakefs)
-        outcome = pipeline.run_publish(batch)
+        outcome = run_publish(batch)
         metadata: dict[str, Any] = {"status": outcome.status, "lakefs_branch": batch.branch,
                                     "batch_commit": outcome.batch_commit}
         conservation = outcome.summary.get("conservation", {})
@@ -175,8 +201,8 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
     )
     sensor = build_landing_sensor(tenant, dataset, job, partitions_def, settings)
     return DatasetDefinitions(
-        assets=[raw, clean, dedup, labeling_tasks, annotations, consolidated_labels, published],
-        asset_checks=[agreement_gate],
+        assets=[raw, clean, pii, dedup, labeling_tasks, annotations, consolidated_labels, published],
+        asset_checks=[gate_check(g) for g in GATES],
         job=job,
         sensor=sensor,
         partitions_def=partitions_def,

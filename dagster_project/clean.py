@@ -1,7 +1,7 @@
 """The ``clean`` stage: normalise text and enforce the dataset's record schema.
 
 Unicode is NFKC-normalised (full-width digits, ligatures and compatibility forms become what annotators and
-models expect), control characters are removed, and every declared field is typed and range-checked. A record
+models expect), control characters are removed, runs of spaces are collapsed, and every declared field is typed and range-checked. A record
 that breaks the schema is quarantined with the first offending field and every problem found, so the client
 can fix the source in one pass.
 """
@@ -24,6 +24,7 @@ from dagster_project.tenants import FieldSpec, RecordSchema
 
 # Cc (control) characters other than tab and newline, plus the Unicode line/paragraph separators.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_HORIZONTAL_SPACE = re.compile(r"[ \u00a0]+")
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 _DTYPES = {"string": "string", "integer": "Int64", "number": "Float64", "boolean": "boolean"}
@@ -38,7 +39,12 @@ class CleanResult:
 
 
 def normalise_text(value: str) -> str:
-    return _CONTROL.sub("", unicodedata.normalize("NFKC", value)).strip()
+    """NFKC, control characters removed, runs of spaces collapsed, ends trimmed.
+
+    Collapsing spaces matters downstream: "+44   7700   900123" must look like the phone number it is to the
+    PII detector, and two texts that differ only in spacing are one text to annotators and to dedup.
+    """
+    return _HORIZONTAL_SPACE.sub(" ", _CONTROL.sub("", unicodedata.normalize("NFKC", value))).strip()
 
 
 class FieldError(ValueError):

@@ -224,3 +224,48 @@ def _ingest_file(s3, drop: Drop, landing_file: LandingFile, manifest_problem, li
 
 def read_payloads(records: pd.DataFrame) -> list[dict[str, Any]]:
     return [json.loads(p) for p in records["payload"]]
+
+
+GOLD_COLUMNS = ["gold_id", "text", "label"]
+
+
+class GoldSetError(ValueError):
+    """The dataset's gold set is unusable; the message names the file, line and field."""
+
+
+def gold_prefix(landing_prefix: str, dataset: str) -> str:
+    return f"{landing_prefix}/{dataset}/gold/"
+
+
+def read_gold_set(s3: Any, bucket: str, landing_prefix: str, dataset: str, text_field: str,
+                  labels: list[str]) -> pd.DataFrame:
+    """Known-answer items the data owner curates at ``<prefix>/<dataset>/gold/`` (JSONL, CSV or Parquet with
+    the dataset's text field and ``label``). Gold is reference data, so a bad row fails loudly instead of being
+    quarantined: a wrong gold label would silently grade every annotator against it."""
+    rows: list[dict[str, str]] = []
+    paginator = s3.get_paginator("list_objects_v2")
+    keys = [obj["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=gold_prefix(landing_prefix, dataset))
+            for obj in page.get("Contents", []) if obj["Size"] > 0]
+    for key in sorted(keys):
+        fmt = file_format(key)
+        uri = f"s3://{bucket}/{key}"
+        if fmt is None:
+            raise GoldSetError(f"{uri}: unsupported gold file type")
+        for parsed in _PARSERS[fmt](s3.get_object(Bucket=bucket, Key=key)["Body"]):
+            where = f"{uri} line {parsed.line}"
+            if parsed.error is not None:
+                raise GoldSetError(f"{where}: {parsed.error}")
+            record = json.loads(parsed.payload)
+            text, label = record.get(text_field), record.get("label")
+            if not isinstance(text, str) or not text.strip():
+                raise GoldSetError(f"{where}: field '{text_field}' is missing or empty")
+            if label not in labels:
+                raise GoldSetError(f"{where}: field 'label' is {label!r}, not one of {', '.join(labels)}")
+            gold_id = str(record.get("gold_id") or record_id_for(uri, parsed.line))
+            rows.append({"gold_id": gold_id, "text": text, "label": label})
+    gold = pd.DataFrame(rows, columns=GOLD_COLUMNS)
+    duplicated = gold["gold_id"][gold["gold_id"].duplicated()]
+    if not duplicated.empty:
+        raise GoldSetError(f"gold set under s3://{bucket}/{gold_prefix(landing_prefix, dataset)} repeats gold_id "
+                           f"{duplicated.iloc[0]!r}")
+    return gold

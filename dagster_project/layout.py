@@ -24,6 +24,7 @@ class Stage(StrEnum):
 
     RAW = "raw"
     CLEAN = "clean"
+    PII = "pii"
     DEDUP = "dedup"
     LABELING_TASKS = "labeling_tasks"
     ANNOTATIONS = "annotations"

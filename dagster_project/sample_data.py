@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dagster_project.ingest import gold_prefix
 from dagster_project.layout import MANIFEST_NAME, incoming_prefix
 from dagster_project.tenants import DatasetConfig, TenantConfig
+from dagster_project.vendors.simulated import simulated_truth
 
 OPENERS = ["Hello,", "Hi team,", "Urgent:", "Good morning.", "Report:", "Please help -", "Following up:", ""]
 DETAILS = ["It happened twice this week.", "Reference attached.", "Seen on the night shift.",
@@ -66,18 +68,44 @@ def _text(rng: np.random.Generator, labels: list[str], index: int, pii_share: fl
     return " ".join(p for p in parts if p), has_pii
 
 
-def synthetic_records(dataset: DatasetConfig, n: int, seed: int = 0, pii_share: float = 0.2,
-                      start: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """``n`` valid records for the dataset's schema, and how many carry PII."""
+SHIFTED_WORDS = ["Regarding", "the", "matter", "of", "quarterly", "synergy", "alignment", "deliverables",
+                 "stakeholder", "bandwidth", "leverage", "roadmap", "paradigm", "holistic", "scalable"]
+
+
+def _shifted_text(rng: np.random.Generator) -> str:
+    """Text from a different distribution (vocabulary and length): what a badly prompted generator produces."""
+    return " ".join(SHIFTED_WORDS[int(i)] for i in rng.integers(len(SHIFTED_WORDS), size=int(rng.integers(30, 60))))
+
+
+def default_pii_share(dataset: DatasetConfig) -> float:
+    """Datasets declared PII-free (``pii_policy: none``) get clean texts; others get PII in a fifth of them."""
+    return 0.0 if dataset.pii_policy == "none" else 0.2
+
+
+def synthetic_records(dataset: DatasetConfig, n: int, seed: int = 0, pii_share: float | None = None,
+                      start: int = 0, synthetic_share: float = 0.0,
+                      synthetic_shifted: bool = False) -> tuple[list[dict[str, Any]], int]:
+    """``n`` valid records for the dataset's schema, and how many carry PII.
+
+    With a ``synthetic_field``, a ``synthetic_share`` of records are flagged synthetic; ``synthetic_shifted``
+    makes those come from a visibly different distribution (for the synthetic-vs-real test).
+    """
     rng = np.random.default_rng(seed)
+    pii_share = default_pii_share(dataset) if pii_share is None else pii_share
+    synthetic_field = dataset.synthetic_field
     schema = dataset.record_schema
     records: list[dict[str, Any]] = []
     with_pii = 0
     for offset in range(n):
         index = start + offset
         record: dict[str, Any] = {}
+        is_synthetic = bool(synthetic_field) and rng.random() < synthetic_share
         for name, spec in schema.fields.items():
-            if name == schema.id_field:
+            if name == synthetic_field:
+                record[name] = is_synthetic
+            elif name == schema.text_field and is_synthetic and synthetic_shifted:
+                record[name] = f"{index} " + _shifted_text(rng)
+            elif name == schema.id_field:
                 record[name] = f"{dataset.name[:3].upper()}-{seed:03d}-{index:07d}"
             elif name == schema.text_field:
                 record[name], has_pii = _text(rng, dataset.labels, index, pii_share)
@@ -125,10 +153,12 @@ def _parquet(records: list[dict[str, Any]]) -> bytes:
 
 def build_drop(tenant: TenantConfig, dataset: DatasetConfig, drop_name: str, n: int, seed: int = 0,
                formats: tuple[str, ...] = ("jsonl", "csv", "parquet"), plant_defects: bool = True,
-               with_manifest: bool = True, duplicate_share: float = 0.05) -> DropPlan:
+               with_manifest: bool = True, duplicate_share: float = 0.05, pii_share: float | None = None,
+               synthetic_share: float = 0.0, synthetic_shifted: bool = False) -> DropPlan:
     """Generate a drop's files in memory (see :func:`upload_drop`)."""
     schema = dataset.record_schema
-    records, with_pii = synthetic_records(dataset, n, seed)
+    records, with_pii = synthetic_records(dataset, n, seed, pii_share, synthetic_share=synthetic_share,
+                                          synthetic_shifted=synthetic_shifted)
     plan = DropPlan(drop_prefix=incoming_prefix(tenant.landing_prefix, dataset.name) + drop_name + "/",
                     with_pii=with_pii)
     rng = np.random.default_rng(seed + 1)
@@ -190,3 +220,23 @@ def ensure_bucket(s3: Any, bucket: str) -> None:
     existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     if bucket not in existing:
         s3.create_bucket(Bucket=bucket)
+
+
+def build_gold_set(dataset: DatasetConfig, n: int = 200, seed: int = 999) -> bytes:
+    """A JSONL gold set: texts from the dataset's generator with their true label in the simulation.
+
+    Gold items are known-answer items; in the simulation the known answer is the simulated workforce's hidden
+    truth, so measured gold accuracy is the annotators' real accuracy.
+    """
+    records, _ = synthetic_records(dataset, n, seed, pii_share=0.0, start=10_000_000)
+    text_field = dataset.record_schema.text_field
+    rows = [{"gold_id": f"g{seed}-{i:05d}", text_field: r[text_field],
+             "label": simulated_truth(r[text_field], dataset.labels)} for i, r in enumerate(records)]
+    return _jsonl(rows)
+
+
+def upload_gold_set(s3: Any, bucket: str, tenant: TenantConfig, dataset: DatasetConfig, n: int = 200,
+                    seed: int = 999) -> str:
+    key = f"{gold_prefix(tenant.landing_prefix, dataset.name)}gold.jsonl"
+    s3.put_object(Bucket=bucket, Key=key, Body=build_gold_set(dataset, n, seed))
+    return key

@@ -77,6 +77,17 @@ class VendorConfig(Strict):
     accuracy: float = Field(default=0.95, ge=0, le=1)
     latency_seconds: float = Field(default=60.0, ge=0)
     seed: int = 0
+    annotator_accuracy: dict[int, float] = {}
+    """Per-annotator accuracy overrides by annotator number (1-based), e.g. ``{3: 0.2}`` for a spammer."""
+
+    @field_validator("annotator_accuracy")
+    @classmethod
+    def _known_annotators(cls, overrides: dict[int, float], info: ValidationInfo) -> dict[int, float]:
+        count = info.data.get("annotators", 0)
+        bad = [n for n, acc in overrides.items() if not 1 <= n <= count or not 0 <= acc <= 1]
+        if bad:
+            raise ValueError(f"annotator numbers must be 1..{count} with accuracy in [0, 1]; got {bad}")
+        return overrides
 
 
 class GateThresholds(Strict):
@@ -106,8 +117,17 @@ class DatasetConfig(Strict):
     overlap_k: int = Field(default=3, ge=1)
     """Independent judgements collected per item."""
     gold_rate: float = Field(default=0.05, ge=0, le=0.5)
+    """Share of known-answer items (from the dataset's gold set) mixed into each batch's labeling tasks."""
     vendors: list[VendorConfig] = Field(min_length=1)
     gates: GateThresholds = GateThresholds()
+    pii_policy: Literal["redact", "drop", "none"] = "redact"
+    """What the ``pii`` stage does with detected PII before anything leaves for a vendor: ``redact`` it in
+    place, ``drop`` (quarantine) the record, or ``none`` for datasets declared PII-free -- the PII residual gate
+    still scans every labeling task, so a PII leak into a declared-clean dataset is blocked, not shipped."""
+    synthetic_field: str | None = None
+    """A boolean schema field marking synthetic records (their share is capped; they are tested against real)."""
+    segment_fields: list[str] = []
+    """Fields whose values define slices for the bias audit (agreement, accuracy, coverage per segment)."""
     freshness_sla_hours: float = Field(default=24.0, gt=0)
     publish: PublishPolicy = PublishPolicy()
 
@@ -119,6 +139,16 @@ class DatasetConfig(Strict):
         if len(set(labels)) != len(labels):
             raise ValueError("labels must be unique")
         return labels
+
+    @model_validator(mode="after")
+    def _fields_exist(self) -> DatasetConfig:
+        fields = self.record_schema.fields
+        if self.synthetic_field is not None and fields.get(self.synthetic_field, FieldSpec()).type != "boolean":
+            raise ValueError(f"synthetic_field '{self.synthetic_field}' must be a boolean field of the schema")
+        unknown = [f for f in self.segment_fields if f not in fields]
+        if unknown:
+            raise ValueError(f"segment_fields {', '.join(map(repr, unknown))} are not declared in the schema")
+        return self
 
     @model_validator(mode="after")
     def _workforce_fits_overlap(self) -> DatasetConfig:

@@ -1,8 +1,9 @@
 """A simulated labeling workforce: the embedded default vendor for the demo and the tests.
 
-Each item has a hidden true label derived from a hash of its text, and each annotator returns it with the
-configured accuracy (otherwise a uniformly chosen wrong label), with a latency drawn from an exponential
-distribution. Every random draw is a hash of (seed, task, purpose), so the same tasks always get the same
+Each item has a hidden true label derived from a hash of its text (the same for every simulated vendor),
+and each annotator returns it with the configured accuracy (``annotator_accuracy`` overrides single
+annotators, e.g. to plant a spammer), otherwise a uniformly chosen wrong label, with a latency drawn from an
+exponential distribution. Every random draw is a hash of (seed, task, purpose), so the same tasks always get the same
 judgements, whichever process or batch order asks -- which is what makes demo runs and tests reproducible.
 Submissions are persisted under the state directory like a vendor's own backlog, so ``submit`` is idempotent.
 """
@@ -25,6 +26,12 @@ def _uniform(*parts: object) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def simulated_truth(text: str, labels: list[str]) -> str:
+    """The hidden true label of an item in the simulation: a property of the text, shared by every simulated
+    vendor (so gold sets built from it are right for all of them)."""
+    return labels[int(_uniform("truth", text) * len(labels))]
+
+
 class SimulatedWorkforce:
     """Deterministic annotators with configurable accuracy, latency and price."""
 
@@ -32,6 +39,10 @@ class SimulatedWorkforce:
         self.name = config.name
         self.config = config
         self.state_dir = Path(state_dir) / "simulated" / config.name
+
+    def accuracy_of(self, annotator_id: str) -> float:
+        number = int(annotator_id.rsplit("-a", 1)[1])
+        return self.config.annotator_accuracy.get(number, self.config.accuracy)
 
     def annotator_ids(self) -> list[str]:
         return [f"{self.name}-a{index:02d}" for index in range(1, self.config.annotators + 1)]
@@ -62,7 +73,7 @@ class SimulatedWorkforce:
         return pd.read_parquet(path)
 
     def true_label(self, text: str, labels: list[str]) -> str:
-        return labels[int(_uniform(self.config.seed, "truth", text) * len(labels))]
+        return simulated_truth(text, labels)
 
     def fetch(self, submission_id: str) -> pd.DataFrame:
         directory = self._dir(submission_id)
@@ -80,7 +91,7 @@ class SimulatedWorkforce:
                 assignments[task.item_id] = crew
             annotator = crew[int(task.replica) % len(crew)]
             truth = self.true_label(task.text, labels)
-            if _uniform(seed, "correct", task.task_id) < self.config.accuracy:
+            if _uniform(seed, "correct", task.task_id) < self.accuracy_of(annotator):
                 label = truth
             else:
                 wrong = [label for label in labels if label != truth]

@@ -7,6 +7,7 @@ tests assert exact counts and record conservation, not just that something happe
 from __future__ import annotations
 
 import json
+import math
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,10 +15,15 @@ import pandas as pd
 import pytest
 
 from dagster_project import layout, pipeline
+from dagster_project.batch_runner import BatchRun, run_batch
+from dagster_project.gates import GATES
+from dagster_project.ingest import read_gold_set
 from dagster_project.lakefs_repo import LakeFSRepository, api_client
 from dagster_project.landing import find_drop, utcnow
 from dagster_project.layout import Stage
-from dagster_project.sample_data import build_drop, synthetic_records, upload_drop
+from dagster_project.pipeline import DUPLICATES_FILE
+from dagster_project.publish import PublishRefused, run_publish
+from dagster_project.sample_data import build_drop, synthetic_records, upload_drop, upload_gold_set
 from dagster_project.settings import Settings
 from dagster_project.tenants import DatasetConfig, TenantConfig, TenantsConfig
 from dagster_project.vendors import build_vendor
@@ -29,16 +35,14 @@ def make_batch(settings: Settings, tenant: TenantConfig, dataset: DatasetConfig,
     return pipeline.Batch(tenant, dataset, batch_id, LakeFSRepository(client, tenant.lakefs_repository), "test-run")
 
 
-def run_until_gate(batch: pipeline.Batch, s3, settings: Settings) -> dict[Stage, pipeline.StageReport]:
-    vendors = {v.name: build_vendor(v, settings.home / "vendors") for v in batch.dataset.vendors}
-    return {
-        Stage.RAW: pipeline.run_raw(batch, s3, settings.landing_bucket, f"local://test/{batch.repo.name}"),
-        Stage.CLEAN: pipeline.run_clean(batch),
-        Stage.DEDUP: pipeline.run_dedup(batch),
-        Stage.LABELING_TASKS: pipeline.run_labeling_tasks(batch),
-        Stage.ANNOTATIONS: pipeline.run_annotations(batch, vendors),
-        Stage.CONSOLIDATED_LABELS: pipeline.run_consolidation(batch),
-    }
+def process(batch: pipeline.Batch, s3, settings: Settings, publish: bool = True) -> BatchRun:
+    """Stages and gates in Dagster's order, with the dataset's gold set uploaded to landing first."""
+    dataset, tenant = batch.dataset, batch.tenant
+    upload_gold_set(s3, settings.landing_bucket, tenant, dataset)
+    gold = read_gold_set(s3, settings.landing_bucket, tenant.landing_prefix, dataset.name,
+                         dataset.record_schema.text_field, dataset.labels)
+    vendors = {v.name: build_vendor(v, settings.home / "vendors") for v in dataset.vendors}
+    return run_batch(batch, s3, settings.landing_bucket, f"local://test/{batch.repo.name}", vendors, gold, publish)
 
 
 def test_batch_reaches_main_with_exact_counts_and_lineage(settings: Settings, s3, tenants: TenantsConfig) -> None:
@@ -48,19 +52,23 @@ def test_batch_reaches_main_with_exact_counts_and_lineage(settings: Settings, s3
     upload_drop(s3, settings.landing_bucket, plan)
     batch = make_batch(settings, tenant, dataset, "2026-11-22_0900")
 
-    reports = run_until_gate(batch, s3, settings)
-    gate = pipeline.evaluate_agreement_gate(batch)
-    outcome = pipeline.run_publish(batch)
+    run = process(batch, s3, settings)
+    reports, outcome = run.reports, run.published
 
     expected_published = plan.records - plan.unparsable - plan.invalid - plan.duplicates
     assert reports[Stage.RAW].counts["records_in"] == plan.records
     assert reports[Stage.RAW].counts["quarantined"] == plan.unparsable
     assert reports[Stage.CLEAN].counts["quarantined"] == plan.invalid
     assert reports[Stage.DEDUP].counts["duplicates"] == plan.duplicates
-    assert reports[Stage.LABELING_TASKS].rows == expected_published * dataset.overlap_k
-    assert gate.passed and gate.sample_size == expected_published and gate.value >= 0.85
+    gold_items = math.ceil(expected_published * dataset.gold_rate)
+    assert reports[Stage.LABELING_TASKS].counts["gold_items"] == gold_items
+    assert reports[Stage.LABELING_TASKS].rows == (expected_published + gold_items) * dataset.overlap_k
+    assert reports[Stage.PII].counts["records_with_pii"] > 0 and reports[Stage.PII].counts["quarantined"] == 0
+    assert run.blocked_by == [] and all(o.passed for o in run.outcomes.values()), [o for o in run.outcomes.values() if not o.passed]
+    agreement = run.outcomes["agreement"]
+    assert agreement.sample_size == expected_published and agreement.value >= 0.85
 
-    assert outcome.status == "published"
+    assert outcome is not None and outcome.status == "published"
     assert outcome.version_tag == "support_intents/v1"
     assert outcome.conservation is not None and outcome.conservation.balanced
     assert outcome.conservation.as_dict() == {
@@ -76,7 +84,12 @@ def test_batch_reaches_main_with_exact_counts_and_lineage(settings: Settings, s3
 
     merge_commit = repo.get_commit(outcome.main_commit)
     assert merge_commit.metadata["trainyard.batch_id"] == batch.batch_id
-    assert json.loads(merge_commit.metadata["trainyard.gates"])["agreement"]["passed"] is True
+    recorded_gates = json.loads(merge_commit.metadata["trainyard.gates"])
+    assert set(recorded_gates) == {g.name for g in GATES}
+    assert all(g["passed"] for g in recorded_gates.values())
+    # PII never reaches vendors or main: the published texts are redacted.
+    assert published["text"].str.contains("@example").sum() == 0
+    assert published["text"].str.contains(r"\[EMAIL\]").sum() > 0
     assert [t.commit_id for t in repo.iter_tags(prefix="support_intents/v")] == [outcome.main_commit]
 
     # Quarantine sits next to the batch data, naming file, line and reason.
@@ -94,9 +107,7 @@ def test_second_batch_is_deduplicated_against_main(settings: Settings, s3, tenan
     first = build_drop(tenant, dataset, "week-1", 120, seed=1, plant_defects=False)
     upload_drop(s3, settings.landing_bucket, first)
     batch_one = make_batch(settings, tenant, dataset, "week-1")
-    run_until_gate(batch_one, s3, settings)
-    pipeline.evaluate_agreement_gate(batch_one)
-    assert pipeline.run_publish(batch_one).version_tag == "defect_reports/v1"
+    assert process(batch_one, s3, settings).published.version_tag == "defect_reports/v1"
 
     # Week 2 resends 7 of week 1's texts (in upper case) next to 50 new ones.
     resent, _ = synthetic_records(dataset, 7, seed=1)
@@ -108,15 +119,15 @@ def test_second_batch_is_deduplicated_against_main(settings: Settings, s3, tenan
     second.files = {"week2.jsonl": "".join(json.dumps(r) + "\n" for r in resent + fresh).encode()}
     upload_drop(s3, settings.landing_bucket, second)
     batch_two = make_batch(settings, tenant, dataset, "week-2")
-    reports = run_until_gate(batch_two, s3, settings)
-    pipeline.evaluate_agreement_gate(batch_two)
-    outcome = pipeline.run_publish(batch_two)
+    run = process(batch_two, s3, settings)
+    reports, outcome = run.reports, run.published
+    assert run.outcomes["drift"].passed and run.outcomes["drift"].value < 0.2
 
     assert reports[Stage.DEDUP].counts["duplicates_of_main"] == 7
     assert reports[Stage.DEDUP].counts["duplicates_in_batch"] == 0
     assert outcome.version_tag == "defect_reports/v2"
     duplicates = batch_two.repo.require_frame(
-        "main", layout.stage_dir(dataset.name, Stage.DEDUP, "week-2") + pipeline.DUPLICATES_FILE)
+        "main", layout.stage_dir(dataset.name, Stage.DEDUP, "week-2") + DUPLICATES_FILE)
     week_one = batch_two.repo.require_frame("main", layout.stage_data_path(dataset.name, Stage.PUBLISHED, "week-1"))
     assert set(duplicates["duplicate_of"]) <= set(week_one["record_id"])
     paths = batch_two.repo.list_paths("main", layout.published_prefix(dataset.name))
@@ -134,13 +145,13 @@ def test_drop_without_manifest_is_quarantined_whole_after_grace(settings: Settin
     assert drop.is_ready(utcnow() + timedelta(minutes=61), timedelta(minutes=60))
 
     batch = make_batch(settings, tenant, dataset, "no-manifest")
-    reports = run_until_gate(batch, s3, settings)
-    gate = pipeline.evaluate_agreement_gate(batch)
-    outcome = pipeline.run_publish(batch)
+    run = process(batch, s3, settings)
+    reports, outcome = run.reports, run.published
 
     assert reports[Stage.RAW].counts == {"records_in": 40, "parsed": 0, "quarantined": 40, "files": 3}
-    assert gate.passed and gate.sample_size == 0
-    assert outcome.conservation is not None
+    assert run.blocked_by == [] and run.outcomes["agreement"].sample_size == 0
+    assert reports[Stage.LABELING_TASKS].counts["gold_items"] == 0
+    assert outcome is not None and outcome.conservation is not None
     assert outcome.conservation.as_dict() == {"records_in": 40, "published": 0, "quarantined": 40, "duplicates": 0,
                                               "balanced": True}
     quarantine = batch.repo.require_frame("main", layout.stage_quarantine_path(dataset.name, Stage.RAW, "no-manifest"))
@@ -148,40 +159,39 @@ def test_drop_without_manifest_is_quarantined_whole_after_grace(settings: Settin
     assert quarantine["source_line"].notna().all()
 
 
-def test_failed_agreement_gate_blocks_publish(settings: Settings, s3, tenants: TenantsConfig) -> None:
+def test_failed_gate_blocks_publish_and_main_is_unchanged(settings: Settings, s3, tenants: TenantsConfig) -> None:
     tenant = tenants.tenant("stahlwerk")
     dataset = tenant.dataset("defect_reports")
     sloppy = dataset.model_copy(update={"vendors": [dataset.vendors[0].model_copy(update={"accuracy": 0.4})]})
-    upload_drop(s3, settings.landing_bucket, build_drop(tenant, sloppy, "sloppy", 80, seed=4))
+    upload_drop(s3, settings.landing_bucket, build_drop(tenant, sloppy, "sloppy", 80, seed=4, plant_defects=False))
     batch = make_batch(settings, tenant, sloppy, "sloppy")
-    run_until_gate(batch, s3, settings)
+
+    run = process(batch, s3, settings, publish=False)
     main_before = batch.repo.branch_head("main")
+    with pytest.raises(PublishRefused, match="gates failed: gold_accuracy"):
+        run_publish(batch)
 
-    gate = pipeline.evaluate_agreement_gate(batch)
-    with pytest.raises(pipeline.PublishRefused, match="gates failed: agreement"):
-        pipeline.run_publish(batch)
-
-    assert not gate.passed and gate.value < 0.85 and len(gate.worst) == 10
+    assert run.blocked_by == ["gold_accuracy"]
+    gold = run.outcomes["gold_accuracy"]
+    assert not gold.passed and gold.value < 0.95 and gold.worst[0]["annotator_id"] == "__overall__"
+    assert Stage.CONSOLIDATED_LABELS not in run.reports  # nothing downstream of the failed gate ran
     assert batch.repo.branch_head("main") == main_before
     assert list(batch.repo.iter_tags(prefix="defect_reports/")) == []
-    recorded = batch.repo.get_json(batch.branch, layout.gate_result_path(dataset.name, "sloppy", "agreement"))
-    assert recorded["passed"] is False and recorded["threshold"] == 0.85
+    recorded = batch.repo.get_json(batch.branch, layout.gate_result_path(dataset.name, "sloppy", "gold_accuracy"))
+    assert recorded["passed"] is False and recorded["threshold"] == 0.95
 
 
 def test_rerunning_a_batch_changes_nothing(settings: Settings, s3, tenants: TenantsConfig) -> None:
     tenant = tenants.tenant("northbank")
     dataset = tenant.dataset("support_intents")
-    upload_drop(s3, settings.landing_bucket, build_drop(tenant, dataset, "rerun", 60, seed=3))
+    upload_drop(s3, settings.landing_bucket, build_drop(tenant, dataset, "rerun", 200, seed=3))
     batch = make_batch(settings, tenant, dataset, "rerun")
-    run_until_gate(batch, s3, settings)
-    pipeline.evaluate_agreement_gate(batch)
-    first = pipeline.run_publish(batch)
+    first = process(batch, s3, settings).published
     branch_head = batch.repo.branch_head(batch.branch)
     main_head = batch.repo.branch_head("main")
 
-    reports = run_until_gate(batch, s3, settings)
-    pipeline.evaluate_agreement_gate(batch)
-    again = pipeline.run_publish(batch)
+    run = process(batch, s3, settings)
+    reports, again = run.reports, run.published
 
     assert {r.commit_id for r in reports.values()} == {branch_head}
     assert again.status == "already_published" and again.version_tag == first.version_tag
@@ -196,9 +206,7 @@ def test_published_rows_keep_the_client_fields(settings: Settings, s3, tenants: 
     plan = build_drop(tenant, dataset, "fields", 30, seed=12, plant_defects=False, formats=("parquet",))
     upload_drop(s3, settings.landing_bucket, plan)
     batch = make_batch(settings, tenant, dataset, "fields")
-    run_until_gate(batch, s3, settings)
-    pipeline.evaluate_agreement_gate(batch)
-    pipeline.run_publish(batch)
+    assert process(batch, s3, settings).published is not None
     published = batch.repo.require_frame("main", layout.stage_data_path(dataset.name, Stage.PUBLISHED, "fields"))
     source = pd.read_parquet(__import__("io").BytesIO(plan.files["defect_reports-part-parquet.parquet"]))
     merged = published.merge(source, on="report_id", suffixes=("", "_source"))

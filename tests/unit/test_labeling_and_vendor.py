@@ -35,7 +35,7 @@ def items(n: int, prefix: str = "rec") -> pd.DataFrame:
 def test_build_tasks_gives_overlap_k_replicas_per_item(example_config: TenantsConfig) -> None:
     dataset = dataset_with(example_config, overlap_k=3)
     tasks = build_tasks(items(2), dataset)
-    assert list(tasks.columns) == TASK_COLUMNS
+    assert list(tasks.columns) == [*TASK_COLUMNS, "is_gold"]
     assert tasks[["task_id", "item_id", "replica"]].values.tolist() == [
         ["rec00000-r0", "rec00000", 0],
         ["rec00000-r1", "rec00000", 1],

@@ -1,0 +1,124 @@
+"""Publishing a batch: reconcile every record, commit the batch with its lineage and gate results, and merge it
+into ``main`` as the dataset's next version -- only when every blocking gate passed on that branch.
+
+The blocking asset checks already stop the Dagster run before this step; the publish step checks the gate
+results recorded on the branch again, so no path around Dagster (a re-execution, a manual call) can merge a
+batch whose gates failed or never ran.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from dagster_project import layout
+from dagster_project.conservation import ConservationError, ConservationReport, reconcile
+from dagster_project.dedup import index_entries
+from dagster_project.gates import blocking_gate_names, read_gate_results
+from dagster_project.lakefs_repo import LakeFSRepository
+from dagster_project.layout import Stage
+from dagster_project.pipeline import (
+    DUPLICATES_FILE,
+    Batch,
+    all_quarantine,
+    build_published,
+    reason_counts,
+    write_stage,
+)
+
+
+class PublishRefused(RuntimeError):
+    """The batch may not reach main (a gate failed or was never evaluated)."""
+
+
+@dataclass
+class PublishOutcome:
+    status: str  # "published" | "already_published" | "awaiting_approval"
+    batch_commit: str
+    conservation: ConservationReport | None
+    main_commit: str | None = None
+    version_tag: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def find_published_version(repo: LakeFSRepository, dataset: str, batch_id: str) -> tuple[str, str] | None:
+    """(tag, commit id) of the version that published this batch, if any."""
+    for tag in repo.iter_tags(prefix=f"{dataset}/v"):
+        if repo.get_commit(tag.commit_id).metadata.get("trainyard.batch_id") == batch_id:
+            return tag.id, tag.commit_id
+    return None
+
+
+def next_version(repo: LakeFSRepository, dataset: str) -> int:
+    versions = [int(t.id.rsplit("/v", 1)[1]) for t in repo.iter_tags(prefix=f"{dataset}/v")
+                if t.id.rsplit("/v", 1)[1].isdigit()]
+    return max(versions, default=0) + 1
+
+
+def check_gates(batch: Batch) -> list[dict[str, Any]]:
+    """The recorded gate results, or PublishRefused naming the gates that failed or never ran."""
+    results = read_gate_results(batch)
+    recorded = {g["name"]: g for g in results}
+    failed = [name for name in blocking_gate_names() if name in recorded and not recorded[name]["passed"]]
+    missing = [name for name in blocking_gate_names() if name not in recorded]
+    if failed or missing:
+        problems = ([f"gates failed: {', '.join(failed)}"] if failed else []) + (
+            [f"gates not evaluated: {', '.join(missing)}"] if missing else [])
+        raise PublishRefused(f"batch {batch.batch_id}: {'; '.join(problems)}")
+    return results
+
+
+def run_publish(batch: Batch) -> PublishOutcome:
+    """Reconcile, commit the batch with its lineage and gate results, and merge it into main if policy allows."""
+    already = find_published_version(batch.repo, batch.dataset.name, batch.batch_id)
+    if already is not None:
+        tag, commit_id = already
+        summary = batch.repo.get_json(commit_id, layout.batch_summary_path(batch.dataset.name, batch.batch_id)) or {}
+        return PublishOutcome("already_published", batch.repo.branch_head(batch.branch), None, commit_id, tag, summary)
+
+    gates = check_gates(batch)
+    raw = batch.read(Stage.RAW)
+    quarantine = all_quarantine(batch)
+    raw_quarantine = quarantine[quarantine["stage"] == Stage.RAW]
+    duplicates = batch.read(Stage.DEDUP, DUPLICATES_FILE)
+    published = build_published(batch)
+    report = reconcile(pd.concat([raw["record_id"], raw_quarantine["record_id"]], ignore_index=True),
+                       published["record_id"], quarantine["record_id"], duplicates["record_id"])
+    if not report.balanced:
+        raise ConservationError(f"batch {batch.batch_id} does not reconcile: {report.describe()}")
+
+    write_stage(batch, Stage.PUBLISHED, published)
+    batch.repo.put_frame(batch.branch, layout.dedup_index_path(batch.dataset.name, batch.batch_id),
+                         index_entries(published))
+    summary = {
+        "tenant": batch.tenant.name, "dataset": batch.dataset.name, "batch_id": batch.batch_id,
+        "conservation": report.as_dict(),
+        "quarantine_reasons": reason_counts(quarantine),
+        "label_distribution": {str(k): int(v) for k, v in published["label"].value_counts().sort_index().items()},
+        "gates": gates,
+    }
+    batch.repo.put_json(batch.branch, layout.batch_summary_path(batch.dataset.name, batch.batch_id), summary)
+    lineage = {**report.as_dict(), "gates": json.dumps(
+        {g["name"]: {"value": g["value"], "threshold": g["threshold"], "passed": g["passed"]} for g in gates},
+        sort_keys=True)}
+    batch_commit = batch.commit(Stage.PUBLISHED, "publish candidate", lineage)
+    if batch.dataset.publish.policy != "auto":
+        return PublishOutcome("awaiting_approval", batch_commit, report, summary=summary)
+    main_commit, tag = merge_batch(batch, lineage)
+    return PublishOutcome("published", batch_commit, report, main_commit, tag, summary)
+
+
+def merge_batch(batch: Batch, lineage: dict[str, Any]) -> tuple[str, str]:
+    """Merge the batch branch into main and tag the result as the dataset's next version."""
+    metadata = {"trainyard.tenant": batch.tenant.name, "trainyard.dataset": batch.dataset.name,
+                "trainyard.batch_id": batch.batch_id, "trainyard.dagster_run_id": batch.run_id,
+                **{f"trainyard.{k}": str(v) for k, v in lineage.items()}}
+    main_commit = batch.repo.merge(batch.branch, layout.MAIN_BRANCH,
+                                   f"publish {batch.dataset.name} batch {batch.batch_id}", metadata)
+    while True:  # another dataset may take a version number between our read and our create
+        tag = layout.version_tag(batch.dataset.name, next_version(batch.repo, batch.dataset.name))
+        if batch.repo.create_tag(tag, main_commit):
+            return main_commit, tag

@@ -1,0 +1,57 @@
+"""Slack and the alert outbox as Dagster resources.
+
+Why slack-sdk directly rather than dagster-slack: dagster-slack's resource cannot take a ``base_url``, so it can
+neither talk to the local Slack receiver used by the demo and the tests nor to a proxy. Why two resources: the
+outbox (``AlertsResource``) is written by every sensor and run that raises an alert, while only the delivery
+sensor needs a Slack token (``SlackResource``); keeping them apart keeps the token out of everything else.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import lru_cache
+
+import dagster as dg
+
+from dagster_project.alerts import AlertKind, AlertOutbox, AlertRouter, SlackSender, playbook_url
+
+
+@lru_cache(maxsize=8)
+def _outbox(database_url: str, db_schema: str | None) -> AlertOutbox:
+    """One engine (and one idempotent table creation) per process and database, not per sensor tick."""
+    return AlertOutbox(database_url, schema=db_schema)
+
+
+class SlackResource(dg.ConfigurableResource):
+    """The Slack Web API for posting alerts; point ``base_url`` at the local receiver for the demo and tests."""
+
+    token: str
+    """Bot token (``xoxb-...``) with ``chat:write``; pass it as ``dg.EnvVar("TRAINYARD_SLACK_BOT_TOKEN")``."""
+    base_url: str = "https://slack.com/api/"
+    """Slack Web API base URL, ending in ``/api/``."""
+
+    def sender(self) -> SlackSender:
+        """A sender with slack-sdk's own retries disabled: the alert outbox schedules retries."""
+        return SlackSender(token=self.token, base_url=self.base_url)
+
+
+class AlertsResource(dg.ConfigurableResource):
+    """The alert outbox and incident tables, and the routing policy (throttle, playbook links)."""
+
+    database_url: str
+    """SQLAlchemy URL, e.g. ``postgresql+psycopg2://user:pw@host:5432/dagster`` (SQLite for the local demo)."""
+    db_schema: str | None = None
+    """PostgreSQL schema for the alert tables, created if missing."""
+    throttle_minutes: float = 60
+    """An open incident is re-notified at most once per this many minutes; repeats in between are counted."""
+    playbook_base_url: str
+    """Web URL of the ``ops_playbooks`` folder; alerts link ``<playbook_base_url>/<kind>.md``."""
+
+    def router(self) -> AlertRouter:
+        """Raise, resolve and deliver alerts."""
+        return AlertRouter(_outbox(self.database_url, self.db_schema),
+                           throttle=timedelta(minutes=self.throttle_minutes))
+
+    def playbook_url(self, kind: AlertKind | str) -> str:
+        """The playbook link for an alert kind, to put into :class:`~dagster_project.alerts.Alert`."""
+        return playbook_url(kind, self.playbook_base_url)
