@@ -1,9 +1,9 @@
 """The ``clean`` stage: normalise text and enforce the dataset's record schema.
 
 Unicode is NFKC-normalised (full-width digits, ligatures and compatibility forms become what annotators and
-models expect), control characters are removed, runs of spaces are collapsed, and every declared field is typed and range-checked. A record
-that breaks the schema is quarantined with the first offending field and every problem found, so the client
-can fix the source in one pass.
+models expect), control characters are removed, runs of spaces are collapsed, and every declared field is
+typed and range-checked. A record that breaks the schema is quarantined with the first offending field and
+every problem found, so the client can fix the source in one pass.
 """
 
 from __future__ import annotations

@@ -64,7 +64,8 @@ def test_batch_reaches_main_with_exact_counts_and_lineage(settings: Settings, s3
     assert reports[Stage.LABELING_TASKS].counts["gold_items"] == gold_items
     assert reports[Stage.LABELING_TASKS].rows == (expected_published + gold_items) * dataset.overlap_k
     assert reports[Stage.PII].counts["records_with_pii"] > 0 and reports[Stage.PII].counts["quarantined"] == 0
-    assert run.blocked_by == [] and all(o.passed for o in run.outcomes.values()), [o for o in run.outcomes.values() if not o.passed]
+    failed = [o for o in run.outcomes.values() if not o.passed]
+    assert run.blocked_by == [] and failed == [], failed
     agreement = run.outcomes["agreement"]
     assert agreement.sample_size == expected_published and agreement.value >= 0.85
 
