@@ -798,3 +798,30 @@ class SlackSender:
             channel=channel, text=text, blocks=list(blocks), thread_ts=thread_ts,
             reply_broadcast=True if thread_ts else None, unfurl_links=False, unfurl_media=False)
         return str(response["ts"])
+
+
+# -- building alerts from platform events -------------------------------------------------------------------------
+def comparison_operator(text: str | None) -> Comparison | None:
+    """The operator in a check's comparison text, e.g. ``">= (upper bound)"`` -> ``">="``."""
+    if not text:
+        return None
+    for operator in (">=", "<=", "==", "!=", ">", "<"):
+        if operator in text:
+            return operator  # type: ignore[return-value]
+    return None
+
+
+def check_alert(*, tenant: str, dataset: str, batch_id: str | None, branch: str | None, check: str, blocking: bool,
+                value: float | None, threshold: float | None, comparison: str | None, worst: list[Any],
+                channel: str, playbook_base_url: str, run_url: str | None) -> Alert:
+    """The alert for a failed quality check: ``gate_failed`` when it blocks the batch, else ``check_warning``."""
+    kind = AlertKind.GATE_FAILED if blocking else AlertKind.CHECK_WARNING
+    verb = "blocked" if blocking else "warning on"
+    batch = f" batch {batch_id}" if batch_id else ""
+    return Alert(
+        kind=kind, tenant=tenant, dataset=dataset, batch_id=batch_id, branch=branch,
+        title=f"{check} gate {verb} {tenant}/{dataset}{batch}",
+        metric=check, value=value, threshold=threshold, comparison=comparison_operator(comparison),
+        details={"comparison": comparison, "worst_offenders": worst},
+        playbook_url=playbook_url(kind, playbook_base_url), run_url=run_url, channel=channel,
+    )

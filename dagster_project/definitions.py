@@ -11,11 +11,13 @@ import os
 
 import dagster as dg
 
+from assets.alert_sensors import build_alert_sensors
 from assets.factory import build_dataset_definitions
 from dagster_project.settings import Settings
 from dagster_project.tenants import load_tenants
 from resources.lakefs import LakeFSResource
 from resources.object_storage import ObjectStorageResource
+from resources.slack import AlertsResource, SlackResource
 from resources.vendors import WorkforceResource
 
 
@@ -41,6 +43,16 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
                                       settings.s3_secret_access_key.get_secret_value()),
         ),
         "workforce": WorkforceResource(state_dir=str(settings.home.resolve() / "vendors")),
+        "alerts": AlertsResource(
+            database_url=_secret("TRAINYARD_DATABASE_URL", settings.resolved_database_url),
+            db_schema=settings.database_schema,
+            throttle_minutes=settings.alert_throttle_minutes,
+            playbook_base_url=settings.resolved_playbook_base_url,
+        ),
+        "slack": SlackResource(
+            token=_secret("TRAINYARD_SLACK_BOT_TOKEN", settings.slack_bot_token.get_secret_value()),
+            base_url=settings.slack_base_url,
+        ),
     }
 
 
@@ -52,7 +64,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         assets=[a for d in datasets for a in d.assets],
         asset_checks=[c for d in datasets for c in d.asset_checks],
         jobs=[d.job for d in datasets],
-        sensors=[d.sensor for d in datasets],
+        sensors=[*(d.sensor for d in datasets), *build_alert_sensors(tenants, settings)],
         resources=build_resources(settings),
     )
 

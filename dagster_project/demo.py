@@ -1,10 +1,12 @@
-"""``trainyard demo``: one seeded drop per configured dataset, picked up by the Dagster sensor and run by Dagster.
+"""``trainyard demo``: one seeded drop per configured dataset, plus one deliberately bad drop, run by Dagster.
 
-The demo is the quick start and a smoke test of the whole shape: it starts the embedded services, uploads
-the drops, runs ``dagster-daemon`` over a local ``DAGSTER_HOME`` so the landing sensor registers each drop
-as a batch partition and launches its run, waits for every batch to reach lakeFS ``main``, prints what
-happened from Dagster's own records and lakeFS, and stops what it started. Running it again finds the
-batches already published and prints the same summary without starting new runs.
+The demo is the quick start and a smoke test of the whole shape: it starts the embedded services (S3, lakeFS,
+a Slack receiver), uploads each dataset's gold set and a seeded drop, plus a bad drop that a quality gate must
+stop, and runs ``dagster-daemon`` over a local ``DAGSTER_HOME``: the landing sensors register each drop as a
+batch partition and launch its run, the blocking gates stop the bad batch, and the alert sensors deliver one
+Slack alert for it. The demo waits for all of that, prints what happened from Dagster's records, lakeFS and
+the alert outbox, and stops what it started. Running it again finds every batch already processed and prints
+the same summary without starting new runs.
 """
 
 from __future__ import annotations
@@ -19,15 +21,22 @@ from typing import Any
 import dagster as dg
 from lakefs_sdk.exceptions import ApiException
 
-from dagster_project import layout, pipeline
+from dagster_project import layout
+from dagster_project.alerts import AlertOutbox, OutboxStatus, format_blocks
 from dagster_project.devservices.local import LocalServices, s3_client
+from dagster_project.gates import read_gate_results
 from dagster_project.lakefs_repo import LakeFSRepository, api_client
 from dagster_project.layout import Stage
-from dagster_project.sample_data import build_drop, upload_drop
+from dagster_project.pipeline import Batch
+from dagster_project.publish import find_published_version
+from dagster_project.sample_data import DropPlan, build_drop, upload_drop, upload_gold_set
 from dagster_project.settings import Settings
 from dagster_project.tenants import DatasetConfig, TenantConfig, load_tenants
 
+Target = tuple[TenantConfig, DatasetConfig]
+
 DEMO_DROP = "demo-0001"
+BAD_DROP = "demo-0002-bad"
 DEMO_RECORDS = 400
 DEMO_SENSOR_INTERVAL_SECONDS = 5
 RUN_TIMEOUT_SECONDS = 900
@@ -36,6 +45,13 @@ DAGSTER_YAML = """\
 # Shared deployments use infra/dagster.yaml (PostgreSQL).
 telemetry:
   enabled: false
+# The consolidated SQLite event log (one database instead of one per run) lets the alert sensor read check
+# evaluations across runs, as it does on PostgreSQL.
+event_log_storage:
+  module: dagster._core.storage.event_log
+  class: ConsolidatedSqliteEventLogStorage
+  config:
+    base_dir: {home}/history
 run_coordinator:
   module: dagster._core.run_coordinator
   class: QueuedRunCoordinator
@@ -52,7 +68,7 @@ def prepare_home(settings: Settings) -> dict[str, str]:
     """Create the local DAGSTER_HOME and workspace; return the environment for child processes."""
     home = dagster_home(settings)
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    (home / "dagster.yaml").write_text(DAGSTER_YAML.format(home=home))
     (home / "workspace.yaml").write_text("load_from:\n  - python_module: dagster_project.definitions\n")
     return {
         **os.environ,
@@ -70,46 +86,84 @@ def _repo(settings: Settings, tenant: TenantConfig) -> LakeFSRepository:
 
 def _published(settings: Settings, tenant: TenantConfig, dataset: DatasetConfig) -> tuple[str, str] | None:
     try:
-        return pipeline.find_published_version(_repo(settings, tenant), dataset.name, DEMO_DROP)
+        return find_published_version(_repo(settings, tenant), dataset.name, DEMO_DROP)
     except ApiException as exc:
         if exc.status == 404:  # the repository does not exist until the first batch starts
             return None
         raise
 
 
-def _latest_run(instance: dg.DagsterInstance, tenant: TenantConfig, dataset: DatasetConfig) -> dg.DagsterRun | None:
+def _latest_run(instance: dg.DagsterInstance, tenant: TenantConfig, dataset: DatasetConfig,
+                batch_id: str) -> dg.DagsterRun | None:
     runs = instance.get_runs(
         filters=dg.RunsFilter(job_name=layout.job_name(tenant.name, dataset.name),
-                              tags={"dagster/partition": DEMO_DROP}),
+                              tags={"dagster/partition": batch_id}),
         limit=1,
     )
     return runs[0] if runs else None
 
 
-def _wait_for_batches(settings: Settings, datasets: list[tuple[TenantConfig, DatasetConfig]]) -> None:
+def bad_drop_plan(tenant: TenantConfig, dataset: DatasetConfig) -> tuple[DropPlan, str]:
+    """The deliberately bad drop and the gate that must stop it.
+
+    A dataset declared PII-free gets a drop whose texts leak emails, phone numbers and IBANs: nothing redacts
+    them (the policy says there is nothing to redact), so the PII residual gate must block the batch before a
+    single task reaches a vendor. Without such a dataset, a drop flooded with duplicates is used instead.
+    """
+    if dataset.pii_policy == "none":
+        return build_drop(tenant, dataset, BAD_DROP, 200, seed=77, plant_defects=False, pii_share=0.5), "pii_residual"
+    return build_drop(tenant, dataset, BAD_DROP, 200, seed=77, duplicate_share=0.95), "duplicate_rate"
+
+
+def pick_bad_target(targets: list[Target]) -> Target:
+    return next(((t, d) for t, d in targets if d.pii_policy == "none"), targets[-1])
+
+
+def _alert_messages(settings: Settings, dataset: DatasetConfig, batch_id: str) -> list:
+    outbox = AlertOutbox(settings.resolved_database_url, schema=settings.database_schema)
+    try:
+        return [m for m in outbox.messages() if m.alert.dataset == dataset.name and m.alert.batch_id == batch_id]
+    finally:
+        outbox.dispose()
+
+
+def _bad_batch_done(settings: Settings, instance: dg.DagsterInstance, target: Target) -> bool:
+    tenant, dataset = target
+    run = _latest_run(instance, tenant, dataset, BAD_DROP)
+    if run is None or run.status != dg.DagsterRunStatus.FAILURE:
+        return False
+    return any(m.status == OutboxStatus.SENT for m in _alert_messages(settings, dataset, BAD_DROP))
+
+
+def _wait(settings: Settings, good: list[Target], bad: Target) -> None:
     deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
-    pending = list(datasets)
+    pending = list(good)
+    bad_done = False
     with dg.DagsterInstance.get() as instance:
-        while pending:
+        while pending or not bad_done:
             for tenant, dataset in list(pending):
                 if _published(settings, tenant, dataset):
                     print(f"  {tenant.name}/{dataset.name}: batch {DEMO_DROP} is on main", flush=True)
                     pending.remove((tenant, dataset))
                     continue
-                run = _latest_run(instance, tenant, dataset)
+                run = _latest_run(instance, tenant, dataset, DEMO_DROP)
                 if run is not None and run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
                     raise RuntimeError(f"run {run.run_id} for {tenant.name}/{dataset.name} ended {run.status.value};"
                                        f" inspect it with `make dev` (DAGSTER_HOME={dagster_home(settings)})")
-            if pending and time.monotonic() > deadline:
-                names = ", ".join(f"{t.name}/{d.name}" for t, d in pending)
-                raise TimeoutError(f"no published batch for {names} after {RUN_TIMEOUT_SECONDS}s")
+            if not bad_done and _bad_batch_done(settings, instance, bad):
+                print(f"  {bad[0].name}/{bad[1].name}: batch {BAD_DROP} was blocked and on-call was alerted",
+                      flush=True)
+                bad_done = True
+            if (pending or not bad_done) and time.monotonic() > deadline:
+                raise TimeoutError(f"demo batches not finished after {RUN_TIMEOUT_SECONDS}s: "
+                                   f"{[f'{t.name}/{d.name}' for t, d in pending]}, bad batch done: {bad_done}")
             time.sleep(2)
 
 
 def _stage_metadata(instance: dg.DagsterInstance, tenant: TenantConfig, dataset: DatasetConfig,
-                    stage: Stage) -> dict[str, Any]:
+                    stage: Stage, batch_id: str) -> dict[str, Any]:
     key = dg.AssetKey([tenant.name, dataset.name, str(stage)])
-    result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[DEMO_DROP]),
+    result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[batch_id]),
                                              limit=1)
     if not result.records:
         return {}
@@ -121,13 +175,37 @@ STAGE_NOTES = {
     Stage.RAW: lambda m: f"records in {m.get('records_in')}, quarantined {m.get('quarantined')}, "
                          f"files {m.get('files')}",
     Stage.CLEAN: lambda m: f"quarantined {m.get('quarantined')}",
+    Stage.PII: lambda m: f"{m.get('records_with_pii')} records with PII, {m.get('pii_findings')} findings, "
+                         f"quarantined {m.get('quarantined')}",
     Stage.DEDUP: lambda m: f"duplicates {m.get('duplicates')} (in batch {m.get('duplicates_in_batch')}, "
                            f"of main {m.get('duplicates_of_main')})",
-    Stage.LABELING_TASKS: lambda m: f"items {m.get('items')} x overlap k={m.get('overlap_k')}",
+    Stage.LABELING_TASKS: lambda m: f"items {m.get('items')} + gold {m.get('gold_items')}, "
+                                    f"overlap k={m.get('overlap_k')}",
     Stage.ANNOTATIONS: lambda m: f"annotators {m.get('annotators')}, cost ${m.get('labeling_cost_usd', 0):.2f}",
     Stage.CONSOLIDATED_LABELS: lambda m: f"mean confidence {m.get('mean_confidence')}",
     Stage.PUBLISHED: lambda m: f"status {m.get('status')}",
 }
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _gate_lines(gates: list[dict[str, Any]]) -> list[str]:
+    return [f"  gate {g['name']:<24} {_number(g['value']):>7} {g['comparison']} {_number(g['threshold'])}  "
+            f"{'PASSED' if g['passed'] else 'FAILED'} (n={g['sample_size']})" for g in gates]
+
+
+def _stage_table(instance: dg.DagsterInstance, tenant: TenantConfig, dataset: DatasetConfig,
+                 batch_id: str) -> list[str]:
+    run = _latest_run(instance, tenant, dataset, batch_id)
+    lines = [f"  dagster run {run.run_id if run else '-'}  ({run.status.value if run else 'no run'})",
+             f"  {'stage':<22}{'rows':>8}   notes"]
+    for stage in Stage:
+        metadata = _stage_metadata(instance, tenant, dataset, stage, batch_id)
+        rows = metadata.get("dagster/row_count", "-")
+        lines.append(f"  {stage.value:<22}{rows!s:>8}   {STAGE_NOTES[stage](metadata) if metadata else ''}")
+    return lines
 
 
 def summary_lines(settings: Settings, tenant: TenantConfig, dataset: DatasetConfig) -> list[str]:
@@ -135,25 +213,15 @@ def summary_lines(settings: Settings, tenant: TenantConfig, dataset: DatasetConf
     if published is None:
         return [f"{tenant.name}/{dataset.name}: batch {DEMO_DROP} was not published"]
     tag, main_commit = published
-    repo = _repo(settings, tenant)
-    summary = repo.get_json(main_commit, layout.batch_summary_path(dataset.name, DEMO_DROP)) or {}
+    summary = _repo(settings, tenant).get_json(main_commit, layout.batch_summary_path(dataset.name, DEMO_DROP)) or {}
     branch = layout.batch_branch(dataset.name, DEMO_DROP)
     lines = [f"{tenant.name} / {dataset.name}   batch {DEMO_DROP}   branch {branch}"]
     with dg.DagsterInstance.get() as instance:
-        run = _latest_run(instance, tenant, dataset)
-        lines.append(f"  dagster run {run.run_id if run else '-'}  ({run.status.value if run else 'no run'})")
-        lines.append(f"  {'stage':<22}{'rows':>8}   notes")
-        for stage in Stage:
-            metadata = _stage_metadata(instance, tenant, dataset, stage)
-            rows = metadata.get("dagster/row_count", "-")
-            lines.append(f"  {stage.value:<22}{rows!s:>8}   {STAGE_NOTES[stage](metadata) if metadata else ''}")
+        lines += _stage_table(instance, tenant, dataset, DEMO_DROP)
     reasons = summary.get("quarantine_reasons", {})
     lines.append(f"  quarantined ({sum(reasons.values())}):")
     lines += [f"    {count:>5}  {reason}" for reason, count in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
-    for gate in summary.get("gates", []):
-        verdict = "PASSED" if gate["passed"] else "FAILED"
-        lines.append(f"  gate {gate['gate']}: {gate['value']:.4f} {gate['comparison']} {gate['threshold']}  "
-                     f"{verdict} (n={gate['sample_size']})")
+    lines += _gate_lines(summary.get("gates", []))
     c = summary.get("conservation", {})
     lines.append(f"  conservation: records in {c.get('records_in')} = published {c.get('published')} + quarantined "
                  f"{c.get('quarantined')} + duplicates {c.get('duplicates')}  "
@@ -162,26 +230,51 @@ def summary_lines(settings: Settings, tenant: TenantConfig, dataset: DatasetConf
     return lines
 
 
+def blocked_summary_lines(settings: Settings, tenant: TenantConfig, dataset: DatasetConfig) -> list[str]:
+    branch = layout.batch_branch(dataset.name, BAD_DROP)
+    lines = [f"{tenant.name} / {dataset.name}   batch {BAD_DROP}   branch {branch}   (deliberately bad drop)"]
+    with dg.DagsterInstance.get() as instance:
+        lines += _stage_table(instance, tenant, dataset, BAD_DROP)
+    batch = Batch(tenant, dataset, BAD_DROP, _repo(settings, tenant))
+    lines += _gate_lines(sorted(read_gate_results(batch), key=lambda g: (g["passed"], g["name"])))
+    on_main = find_published_version(batch.repo, dataset.name, BAD_DROP)
+    lines.append(f"  main: {'REACHED MAIN' if on_main else 'untouched (the batch stays on its branch)'}")
+    for message in _alert_messages(settings, dataset, BAD_DROP):
+        text, _ = format_blocks(message.alert)
+        lines.append(f"  slack {message.channel} [{message.status.value}]: {text.splitlines()[0]}")
+        lines += [f"      {line}" for line in text.splitlines()[1:]]
+    return lines
+
+
 def run_demo(settings: Settings | None = None) -> int:
     settings = settings or Settings()
     env = prepare_home(settings)
     env["TRAINYARD_SENSOR_INTERVAL_SECONDS"] = str(DEMO_SENSOR_INTERVAL_SECONDS)
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "TRAINYARD_HOME", "TRAINYARD_TENANTS_FILE")})
-    datasets = load_tenants(settings.tenants_file).datasets()
+    targets = load_tenants(settings.tenants_file).datasets()
+    bad = pick_bad_target(targets)
     log_path = settings.home.resolve() / "logs" / "demo-daemon.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"Trainyard demo: {len(datasets)} dataset(s); DAGSTER_HOME={env['DAGSTER_HOME']}", flush=True)
+    print(f"Trainyard demo: {len(targets)} dataset(s); DAGSTER_HOME={env['DAGSTER_HOME']}", flush=True)
     with LocalServices(settings) as services:
-        print(f"  services: S3 {services.s3.url if services.s3 else '-'}, lakeFS {settings.lakefs_api_url}", flush=True)
+        print(f"  services: S3 {services.s3.url if services.s3 else '-'}, lakeFS {settings.lakefs_api_url}, "
+              f"Slack {settings.slack_base_url}", flush=True)
         s3 = s3_client(settings)
-        for seed, (tenant, dataset) in enumerate(datasets, start=1):
+        for seed, (tenant, dataset) in enumerate(targets, start=1):
+            upload_gold_set(s3, settings.landing_bucket, tenant, dataset)
             plan = build_drop(tenant, dataset, DEMO_DROP, DEMO_RECORDS, seed=seed)
             upload_drop(s3, settings.landing_bucket, plan)
             print(f"  uploaded s3://{settings.landing_bucket}/{plan.drop_prefix} ({plan.records} rows, "
                   f"{plan.unparsable} unparsable, {plan.invalid} invalid, {plan.duplicates} duplicates, "
-                  f"{plan.with_pii} with PII)", flush=True)
-        if all(_published(settings, t, d) for t, d in datasets):
-            print("  every demo batch is already on main: nothing new for the sensor (idempotent re-run)")
+                  f"{plan.with_pii} with PII) and a gold set", flush=True)
+        bad_plan, bad_gate = bad_drop_plan(*bad)
+        upload_drop(s3, settings.landing_bucket, bad_plan)
+        print(f"  uploaded s3://{settings.landing_bucket}/{bad_plan.drop_prefix} -- a bad drop the {bad_gate} gate "
+              f"must stop", flush=True)
+        with dg.DagsterInstance.get() as instance:
+            done = all(_published(settings, t, d) for t, d in targets) and _bad_batch_done(settings, instance, bad)
+        if done:
+            print("  every demo batch is already processed: nothing new for the sensors (idempotent re-run)")
         else:
             daemon_cmd = [str(Path(sys.executable).parent / "dagster-daemon"), "run",
                           "-w", str(dagster_home(settings) / "workspace.yaml")]
@@ -189,16 +282,20 @@ def run_demo(settings: Settings | None = None) -> int:
             with open(log_path, "ab") as log:
                 daemon = subprocess.Popen(daemon_cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
                 try:
-                    _wait_for_batches(settings, datasets)
+                    _wait(settings, targets, bad)
                 finally:
                     daemon.terminate()
                     try:
                         daemon.wait(timeout=30)
                     except subprocess.TimeoutExpired:
                         daemon.kill()
+            if services.slack is not None:
+                print(f"  the Slack receiver got {len(services.slack.messages)} message(s)", flush=True)
         print()
-        for tenant, dataset in datasets:
+        for tenant, dataset in targets:
             print("\n".join(summary_lines(settings, tenant, dataset)))
             print()
+        print("\n".join(blocked_summary_lines(settings, *bad)))
+        print()
     print("Inspect the runs, checks and metadata in the Dagster UI: make dev  (http://127.0.0.1:3000)")
     return 0

@@ -45,9 +45,26 @@ class Settings(BaseSettings):
     """A drop with data files but no manifest.json after this long is ingested as fully quarantined."""
     sensor_interval_seconds: int = 15
 
-    # Slack (used from the alerting issue on; here so configuration has one home).
-    slack_bot_token: SecretStr | None = None
-    slack_base_url: str = "https://slack.com/api/"
+    # Alerts: the outbox lives in the platform database; Slack delivers. Defaults: the local Slack receiver.
+    database_url: str | None = None
+    """SQLAlchemy URL of the platform's own tables (alert outbox, incidents); SQLite under ``home`` if unset."""
+    database_schema: str | None = None
+    slack_bot_token: SecretStr = SecretStr("xoxb-trainyard-local")
+    slack_base_url: str = "http://127.0.0.1:9330/api/"
+    """``https://slack.com/api/`` in production; the embedded Slack receiver locally."""
+    alert_throttle_minutes: float = 60.0
+    playbook_base_url: str | None = None
+    """Where on-call opens ``<kind>.md`` (e.g. the repository's ops_playbooks URL); the local folder if unset."""
+    dagster_url: str = "http://127.0.0.1:3000"
+    """Dagster UI base URL, for run links in alerts."""
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home.resolve() / 'trainyard.db'}"
+
+    @property
+    def resolved_playbook_base_url(self) -> str:
+        return self.playbook_base_url or (PACKAGE_DIR.parent / "ops_playbooks").as_uri()
 
     @property
     def lakefs_api_url(self) -> str:

@@ -1,4 +1,5 @@
-"""The embedded local stack: S3 (moto server) and lakeFS (the emulator) on loopback, as configured by Settings.
+"""The embedded local stack on loopback, as configured by Settings: S3 (moto server), lakeFS (the emulator) and a
+Slack Web API receiver that records the alerts on-call would get.
 
 Used by ``trainyard services``, ``trainyard demo`` and ``trainyard dev``. Ports and credentials come from the
 same ``TRAINYARD_*`` settings the code location reads, so the daemon, the run workers and the CLI all agree.
@@ -14,6 +15,7 @@ import boto3
 
 from dagster_project.devservices.lakefs_emulator import RunningEmulator, start_emulator
 from dagster_project.devservices.s3 import RunningS3, start_s3
+from dagster_project.devservices.slack_receiver import RunningSlackReceiver, start_slack_receiver
 from dagster_project.sample_data import ensure_bucket
 from dagster_project.settings import Settings
 
@@ -36,13 +38,14 @@ def s3_client(settings: Settings) -> Any:
 
 
 class LocalServices:
-    """Start moto S3 and the lakeFS emulator; stop both on exit."""
+    """Start moto S3, the lakeFS emulator and the Slack receiver; stop them on exit."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._stack = ExitStack()
         self.s3: RunningS3 | None = None
         self.lakefs: RunningEmulator | None = None
+        self.slack: RunningSlackReceiver | None = None
 
     def __enter__(self) -> LocalServices:
         settings = self.settings
@@ -55,6 +58,9 @@ class LocalServices:
             self.lakefs = self._stack.enter_context(start_emulator(
                 settings.home.resolve() / "lakefs", settings.lakefs_access_key_id,
                 settings.lakefs_secret_access_key.get_secret_value(), lakefs_host, lakefs_port))
+            slack_host, slack_port = _host_port(settings.slack_base_url)
+            self.slack = self._stack.enter_context(start_slack_receiver(
+                slack_host, slack_port, token=settings.slack_bot_token.get_secret_value()))
             ensure_bucket(s3_client(settings), settings.landing_bucket)
         except BaseException:
             self._stack.close()
