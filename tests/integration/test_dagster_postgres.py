@@ -16,8 +16,9 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from dagster_project import layout
 from dagster_project.definitions import build_definitions
+from dagster_project.gates import GATES
 from dagster_project.layout import Stage
-from dagster_project.sample_data import build_drop, upload_drop
+from dagster_project.sample_data import build_drop, upload_drop, upload_gold_set
 from dagster_project.settings import Settings
 from dagster_project.tenants import load_tenants
 from tests.conftest import PG_HOST, PG_PASSWORD, PG_USER, REPO_ROOT, write_tenants
@@ -55,8 +56,9 @@ def test_batch_runs_through_dagster_on_postgres(settings: Settings, s3, postgres
     defs = build_definitions(settings)
     tenant, dataset = "northbank", "support_intents"
     config_tenant = load_tenants(settings.tenants_file).tenant(tenant)
-    plan = build_drop(config_tenant, config_tenant.dataset(dataset), "2026-11-22T09:00 upload", 150, seed=21)
+    plan = build_drop(config_tenant, config_tenant.dataset(dataset), "2026-11-22T09:00 upload", 300, seed=21)
     upload_drop(s3, settings.landing_bucket, plan)
+    upload_gold_set(s3, settings.landing_bucket, config_tenant, config_tenant.dataset(dataset))
 
     first = evaluate_landing_sensor(defs, instance, tenant, dataset)
     assert len(first.run_requests) == 1
@@ -90,9 +92,10 @@ def test_batch_runs_through_dagster_on_postgres(settings: Settings, s3, postgres
     assert published["dagster/row_count"].value == expected
     assert published["records_in"].value == plan.records
     assert published["version_tag"].value == "support_intents/v1"
-    check_key = dg.AssetCheckKey(dg.AssetKey([tenant, dataset, "consolidated_labels"]), "agreement_gate")
-    history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=5)
-    assert [h.status for h in history] == [AssetCheckExecutionRecordStatus.SUCCEEDED]
+    for gate in GATES:
+        check_key = dg.AssetCheckKey(dg.AssetKey([tenant, dataset, gate.stage.value]), gate.name)
+        history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=5)
+        assert [h.status for h in history] == [AssetCheckExecutionRecordStatus.SUCCEEDED], gate.name
 
     # ... and the instance is PostgreSQL: the same facts, read with SQL.
     with postgres_connection.cursor() as cursor:
@@ -101,8 +104,8 @@ def test_batch_runs_through_dagster_on_postgres(settings: Settings, s3, postgres
         cursor.execute("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
                        "AND partition = %s", (batch_id,))
         assert cursor.fetchone()[0] == len(STAGES)
-        cursor.execute("SELECT execution_status FROM asset_check_executions WHERE check_name = 'agreement_gate'")
-        assert cursor.fetchall() == [("SUCCEEDED",)]
+        cursor.execute("SELECT check_name, execution_status FROM asset_check_executions ORDER BY check_name")
+        assert cursor.fetchall() == sorted((g.name, "SUCCEEDED") for g in GATES)
 
 
 def test_failed_gate_stops_the_run_before_publish(settings: Settings, s3, postgres_instance: dg.DagsterInstance,
@@ -116,7 +119,9 @@ def test_failed_gate_stops_the_run_before_publish(settings: Settings, s3, postgr
     instance = postgres_instance
     defs = build_definitions(settings)
     tenant = load_tenants(tenants_file).tenant("stahlwerk")
-    upload_drop(s3, settings.landing_bucket, build_drop(tenant, tenant.datasets[0], "bad-vendor", 90, seed=2))
+    upload_drop(s3, settings.landing_bucket,
+                build_drop(tenant, tenant.datasets[0], "bad-vendor", 90, seed=2, plant_defects=False))
+    upload_gold_set(s3, settings.landing_bucket, tenant, tenant.datasets[0])
     sensed = evaluate_landing_sensor(defs, instance, "stahlwerk", "defect_reports")
     apply_partition_requests(instance, sensed)
 
@@ -124,11 +129,13 @@ def test_failed_gate_stops_the_run_before_publish(settings: Settings, s3, postgr
         instance=instance, partition_key="bad-vendor", raise_on_error=False)
 
     assert not result.success
-    check_key = dg.AssetCheckKey(dg.AssetKey(["stahlwerk", "defect_reports", "consolidated_labels"]), "agreement_gate")
+    check_key = dg.AssetCheckKey(dg.AssetKey(["stahlwerk", "defect_reports", "annotations"]), "gold_accuracy")
     history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=5)
     assert [h.status for h in history] == [AssetCheckExecutionRecordStatus.FAILED]
     evaluation = history[0].event.dagster_event.event_specific_data
-    assert evaluation.metadata["value"].value < evaluation.metadata["threshold"].value == 0.85
+    assert evaluation.metadata["value"].value < evaluation.metadata["threshold"].value == 0.95
+    consolidated = dg.AssetKey(["stahlwerk", "defect_reports", "consolidated_labels"])
+    assert instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=consolidated), limit=1).records == []
     published = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey(["stahlwerk", "defect_reports", "published"])), limit=1)
     assert published.records == []

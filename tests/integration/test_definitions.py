@@ -11,6 +11,7 @@ import dagster as dg
 
 from dagster_project import layout
 from dagster_project.definitions import build_definitions
+from dagster_project.gates import GATES
 from dagster_project.layout import Stage
 from dagster_project.settings import Settings
 from dagster_project.tenants import load_tenants
@@ -44,10 +45,12 @@ def test_asset_graph_follows_the_tenants_file() -> None:
             assert node.description
         published = graph.get(keys[-1])
         assert published.freshness_policy is not None
-        consolidated = dg.AssetKey([tenant.name, dataset.name, Stage.CONSOLIDATED_LABELS.value])
-        gate = dg.AssetCheckKey(consolidated, "agreement_gate")
-        assert graph.get_check_keys_for_assets({consolidated}) == {gate}
-        assert graph.get_check_spec(gate).blocking
+        # One check per quality dimension, on the stage it judges; blocking ones stop the batch.
+        for gate in GATES:
+            check_key = dg.AssetCheckKey(dg.AssetKey([tenant.name, dataset.name, gate.stage.value]), gate.name)
+            assert check_key in graph.asset_check_keys
+            assert graph.get_check_spec(check_key).blocking is gate.blocking
+        assert len(graph.get_check_keys_for_assets(set(keys))) == len(GATES)
         assert defs.resolve_job_def(layout.job_name(tenant.name, dataset.name)) is not None
         assert defs.resolve_sensor_def(layout.landing_sensor_name(tenant.name, dataset.name)).default_status == \
             dg.DefaultSensorStatus.RUNNING
