@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,8 +74,11 @@ def evaluate_completeness(batch: Batch) -> CheckOutcome:
 def evaluate_duplicate_rate(batch: Batch) -> CheckOutcome:
     duplicates = batch.read(Stage.DEDUP, DUPLICATES_FILE)
     candidates = len(batch.read(Stage.PII))
-    return _named(duplicate_rate(len(duplicates), candidates, batch.dataset.gates.max_duplicate_rate),
-                  "duplicate_rate")
+    outcome = duplicate_rate(len(duplicates), candidates, batch.dataset.gates.max_duplicate_rate)
+    # Worst offenders: the records duplicated most often (where the copies come from).
+    counts = duplicates.groupby(["duplicate_of", "scope"]).size().sort_values(ascending=False).head(10)
+    worst = [{"record_id": record, "scope": scope, "copies": int(n)} for (record, scope), n in counts.items()]
+    return replace(_named(outcome, "duplicate_rate"), worst=worst)
 
 
 def _synthetic_flags(records: pd.DataFrame, field: str | None) -> pd.Series:
@@ -87,7 +90,11 @@ def _synthetic_flags(records: pd.DataFrame, field: str | None) -> pd.Series:
 def evaluate_synthetic_share(batch: Batch) -> CheckOutcome:
     records = batch.read(Stage.DEDUP)
     flags = _synthetic_flags(records, batch.dataset.synthetic_field)
-    return _named(synthetic_share(flags, batch.dataset.gates.max_synthetic_share), "synthetic_share")
+    outcome = synthetic_share(flags, batch.dataset.gates.max_synthetic_share)
+    # Worst offenders: where the synthetic records came from (source files), most first.
+    by_source = records.loc[flags, "source_uri"].value_counts().head(10)
+    worst = [{"source_uri": uri, "synthetic_records": int(n)} for uri, n in by_source.items()]
+    return replace(_named(outcome, "synthetic_share"), worst=worst)
 
 
 def evaluate_synthetic_fidelity(batch: Batch) -> CheckOutcome:
@@ -238,7 +245,7 @@ def evaluate_aggregation_consistency(batch: Batch) -> CheckOutcome:
 
 
 def _named(outcome: CheckOutcome, name: str) -> CheckOutcome:
-    return outcome if outcome.name == name else CheckOutcome(name, *list(asdict(outcome).values())[1:])
+    return outcome if outcome.name == name else replace(outcome, name=name)
 
 
 GATES: tuple[Gate, ...] = (
