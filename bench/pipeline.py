@@ -3,9 +3,10 @@
     .venv/bin/python bench/pipeline.py --records 100000
 
 Starts a moto S3 process and the lakeFS emulator on free loopback ports, uploads one seeded drop (JSONL, CSV
-and Parquet, with planted defects) for the example UK fintech dataset, runs raw -> published through the same
-``pipeline`` functions the Dagster assets call, and prints seconds and records/second per stage plus the
-process's peak RSS. Results go in docs/BENCHMARKS.md with the command and the machine.
+and Parquet, with planted defects and PII) and a gold set for the example UK fintech dataset, runs raw ->
+published with every quality gate through the same functions the Dagster assets and checks call, and prints
+seconds and records/second per stage and gate plus the process's peak RSS. Results go in docs/BENCHMARKS.md
+with the command and the machine.
 """
 
 from __future__ import annotations
@@ -16,14 +17,20 @@ import resource
 import socket
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from dagster_project import pipeline
 from dagster_project.devservices.lakefs_emulator import start_emulator
 from dagster_project.devservices.local import s3_client
 from dagster_project.devservices.s3 import start_s3
+from dagster_project.gates import GATES, evaluate_and_record
+from dagster_project.ingest import read_gold_set
 from dagster_project.lakefs_repo import LakeFSRepository, api_client
-from dagster_project.sample_data import build_drop, ensure_bucket, upload_drop
+from dagster_project.layout import Stage
+from dagster_project.publish import run_publish
+from dagster_project.sample_data import build_drop, ensure_bucket, upload_drop, upload_gold_set
 from dagster_project.settings import EXAMPLE_TENANTS_FILE, Settings
 from dagster_project.tenants import load_tenants
 from dagster_project.vendors import build_vendor
@@ -57,29 +64,37 @@ def main() -> None:
         repo = LakeFSRepository(api_client(lakefs.api_url, "AKIABENCH", "bench-secret"), tenant.lakefs_repository)
         batch = pipeline.Batch(tenant, dataset, "bench", repo, "bench")
         vendors = {v.name: build_vendor(v, Path(tmp) / "vendors") for v in dataset.vendors}
-        stages = [
-            ("raw", lambda: pipeline.run_raw(batch, s3, settings.landing_bucket, "local://bench/northbank")),
-            ("clean", lambda: pipeline.run_clean(batch)),
-            ("dedup", lambda: pipeline.run_dedup(batch)),
-            ("labeling_tasks", lambda: pipeline.run_labeling_tasks(batch)),
-            ("annotations", lambda: pipeline.run_annotations(batch, vendors)),
-            ("consolidated_labels", lambda: pipeline.run_consolidation(batch)),
-            ("agreement_gate", lambda: pipeline.evaluate_agreement_gate(batch)),
-            ("published", lambda: pipeline.run_publish(batch)),
-        ]
+        upload_gold_set(s3, settings.landing_bucket, tenant, dataset, n=max(200, args.records // 5))
+        gold = read_gold_set(s3, settings.landing_bucket, tenant.landing_prefix, dataset.name,
+                             dataset.record_schema.text_field, dataset.labels)
+        stage_steps = {
+            Stage.RAW: lambda: pipeline.run_raw(batch, s3, settings.landing_bucket, "local://bench/northbank"),
+            Stage.CLEAN: lambda: pipeline.run_clean(batch),
+            Stage.PII: lambda: pipeline.run_pii(batch),
+            Stage.DEDUP: lambda: pipeline.run_dedup(batch),
+            Stage.LABELING_TASKS: lambda: pipeline.run_labeling_tasks(batch, gold),
+            Stage.ANNOTATIONS: lambda: pipeline.run_annotations(batch, vendors),
+            Stage.CONSOLIDATED_LABELS: lambda: pipeline.run_consolidation(batch),
+        }
+        stages: list[tuple[str, Callable[[], object]]] = []
+        for stage, step in stage_steps.items():
+            stages.append((stage.value, step))
+            stages += [(f"  gate {g.name}", partial(evaluate_and_record, batch, g.name))
+                       for g in GATES if g.stage == stage]
+        stages.append(("published", lambda: run_publish(batch)))
         print(f"records: {plan.records} rows in {len(plan.files)} files "
               f"({sum(len(b) for b in plan.files.values()) / 1e6:.1f} MB), generated+uploaded in {prepared:.1f}s")
         print(f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
               f"{__import__('os').cpu_count()} cores")
-        print(f"{'stage':<22}{'seconds':>9}{'records/s':>12}")
+        print(f"{'stage / gate':<30}{'seconds':>9}{'records/s':>12}")
         total = 0.0
         for name, run in stages:
             began = time.perf_counter()
             outcome = run()
             elapsed = time.perf_counter() - began
             total += elapsed
-            print(f"{name:<22}{elapsed:>9.2f}{plan.records / elapsed:>12,.0f}")
-        print(f"{'total':<22}{total:>9.2f}{plan.records / total:>12,.0f}")
+            print(f"{name:<30}{elapsed:>9.2f}{plan.records / elapsed:>12,.0f}")
+        print(f"{'total':<30}{total:>9.2f}{plan.records / total:>12,.0f}")
         print(f"conservation: {outcome.conservation.describe() if outcome.conservation else '-'}")
         print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -94,9 +94,9 @@ def _pg_connect(database: str = "postgres"):
     return psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, password=PG_PASSWORD, dbname=database)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def postgres_database() -> Iterator[str]:
-    """A fresh, empty database on the real PostgreSQL server, dropped afterwards."""
+    """A fresh, empty database on the real PostgreSQL server for each test, dropped afterwards."""
     name = f"trainyard_test_{uuid.uuid4().hex[:10]}"
     admin = _pg_connect()
     admin.autocommit = True

@@ -33,8 +33,15 @@ def test_demo_runs_through_dagster_and_is_idempotent(tmp_path: Path) -> None:
     assert [tag for _, tag in commits] == ["support_intents/v1", "defect_reports/v1"]
     assert first.stdout.count("(SUCCESS)") == 2
     assert first.stdout.count("balanced") == 2 and "NOT BALANCED" not in first.stdout
-    assert first.stdout.count("gate agreement:") == 2 and "FAILED" not in first.stdout
     assert "not valid UTF-8" in first.stdout and "missing required field" in first.stdout
+    good, bad = first.stdout.split("(deliberately bad drop)")
+    assert good.count("gate agreement") == 2 and "FAILED" not in good
+    # The bad drop: blocked by its gate, main untouched, exactly one Slack alert delivered with the evidence.
+    assert "(FAILURE)" in bad and "main: untouched" in bad
+    assert re.search(r"gate pii_residual\s+\d+ <= 0\s+FAILED", bad), bad
+    assert bad.count("slack #stahlwerk-quality [sent]") == 1
+    assert "branch batch-defect_reports-demo-0002-bad" in bad and "gate_failed.md" in bad
+    assert "the Slack receiver got 1 message(s)" in first.stdout
 
     second = subprocess.run([TRAINYARD, "demo"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stdout + second.stderr
