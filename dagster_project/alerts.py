@@ -237,6 +237,12 @@ def _where(alert: Alert) -> str:
     return ", ".join(parts)
 
 
+def _links(alert: Alert) -> list[str]:
+    """The Slack links every message about an alert carries: the Dagster run (if any) and the playbook."""
+    links = [f"<{alert.run_url}|Dagster run>"] if alert.run_url else []
+    return [*links, f"<{alert.playbook_url}|Playbook: {alert.kind.value}>"]
+
+
 def format_blocks(alert: Alert, occurrences: int = 1) -> tuple[str, list[dict[str, Any]]]:
     """The Slack message for an alert: (plain-text fallback, Block Kit blocks).
 
@@ -266,10 +272,7 @@ def format_blocks(alert: Alert, occurrences: int = 1) -> tuple[str, list[dict[st
     if offenders:
         blocks.append({"type": "section",
                        "text": {"type": "mrkdwn", "text": _truncate("\n".join(offenders), SECTION_TEXT_LIMIT)}})
-    links = []
-    if alert.run_url:
-        links.append(f"<{alert.run_url}|Dagster run>")
-    links.append(f"<{alert.playbook_url}|Playbook: {alert.kind.value}>")
+    links = _links(alert)
     extra = _scalar_details(alert.details)
     context = [" · ".join(links), f"{alert.kind.value} · {alert.occurred_at.strftime('%Y-%m-%d %H:%M:%S UTC')}"]
     if extra:
@@ -303,10 +306,7 @@ def format_recovery(alert: Alert, resolved_by: str | None = None, resolved_at: d
         summary += f" The alert fired {occurrences} times while open."
     if alert.metric:
         summary += f"\nWas: {_escape(alert.metric)} = {_escape(describe_deviation(alert) or 'n/a')}"
-    links = []
-    if alert.run_url:
-        links.append(f"<{alert.run_url}|Dagster run>")
-    links.append(f"<{alert.playbook_url}|Playbook: {alert.kind.value}>")
+    links = _links(alert)
     blocks: list[dict[str, Any]] = [
         {"type": "header",
          "text": {"type": "plain_text", "emoji": True,
