@@ -22,12 +22,13 @@ from dagster_project import layout, pipeline
 from dagster_project.gates import GATES, Gate, evaluate_and_record
 from dagster_project.ingest import read_gold_set
 from dagster_project.layout import Stage
-from dagster_project.publish import run_publish
+from dagster_project.publish import approval_request, run_publish
 from dagster_project.quality.checks import CheckOutcome
 from dagster_project.settings import Settings
 from dagster_project.tenants import DatasetConfig, TenantConfig
 from resources.lakefs import LakeFSResource
 from resources.object_storage import ObjectStorageResource
+from resources.slack import AlertsResource
 from resources.vendors import WorkforceResource
 
 STAGE_DESCRIPTIONS = {
@@ -177,9 +178,13 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
 
     @stage_asset(Stage.PUBLISHED, Stage.CONSOLIDATED_LABELS,
                  freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=dataset.freshness_sla_hours)))
-    def published(context: dg.AssetExecutionContext, lakefs: LakeFSResource) -> dg.MaterializeResult:
+    def published(context: dg.AssetExecutionContext, lakefs: LakeFSResource,
+                  alerts: AlertsResource) -> dg.MaterializeResult:
         batch = batch_for(context, lakefs)
         outcome = run_publish(batch)
+        if outcome.status == "awaiting_approval":
+            run_url = f"{settings.dagster_url.rstrip('/')}/runs/{context.run.run_id}"
+            alerts.router().raise_alert(approval_request(batch, outcome, alerts.playbook_base_url, run_url))
         metadata: dict[str, Any] = {"status": outcome.status, "lakefs_branch": batch.branch,
                                     "batch_commit": outcome.batch_commit}
         conservation = outcome.summary.get("conservation", {})
@@ -197,6 +202,9 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
         selection=dg.AssetSelection.groups(group),
         partitions_def=partitions_def,
         description=f"Process one landing drop of {tenant.name}/{dataset.name} from raw to published.",
+        # A batch's stages are sequential and share the batch branch; one process per run avoids paying a
+        # Python start-up per step. Batches scale out as separate runs (partitions), e.g. pods on Kubernetes.
+        executor_def=dg.in_process_executor,
         tags={"trainyard/tenant": tenant.name, "trainyard/dataset": dataset.name},
     )
     sensor = build_landing_sensor(tenant, dataset, job, partitions_def, settings)

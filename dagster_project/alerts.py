@@ -35,7 +35,9 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError
+
+from dagster_project.db import create_tables, make_engine
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,8 @@ class AlertKind(StrEnum):
     """A batch run failed for a reason other than a gate."""
     MERGE_CONFLICT = "merge_conflict"
     """Merging a batch branch into main hit a conflict."""
+    APPROVAL_REQUESTED = "approval_requested"
+    """A batch passed every gate and waits for its data owners' approval (publish policy ``owner``)."""
 
 
 DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
@@ -83,6 +87,7 @@ DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
     AlertKind.CHECK_WARNING: Severity.WARNING,
     AlertKind.RUN_FAILED: Severity.ERROR,
     AlertKind.MERGE_CONFLICT: Severity.ERROR,
+    AlertKind.APPROVAL_REQUESTED: Severity.INFO,
 }
 """The severity an alert gets unless the raiser says otherwise; each playbook's front matter states the same."""
 
@@ -390,7 +395,7 @@ class AlertOutbox:
     """
 
     def __init__(self, url: str | sa.URL, schema: str | None = None, engine: Engine | None = None) -> None:
-        self.engine = engine if engine is not None else _make_engine(url)
+        self.engine = engine if engine is not None else make_engine(url)
         self.schema = schema
         if schema is not None and self.engine.dialect.name != "postgresql":
             raise ValueError(f"schema={schema!r} needs PostgreSQL; {self.engine.dialect.name} has no schemas")
@@ -431,16 +436,7 @@ class AlertOutbox:
 
     def create(self) -> None:
         """Create the schema and tables if missing; safe when several processes start at once."""
-        for attempt in range(3):
-            try:
-                with self.engine.begin() as conn:
-                    if self.schema is not None:
-                        conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
-                    self.metadata.create_all(conn, checkfirst=True)
-                return
-            except (IntegrityError, ProgrammingError, OperationalError):
-                if attempt == 2:  # a concurrent creator won the race twice -- or something is really wrong
-                    raise
+        create_tables(self.engine, self.metadata, self.schema)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -492,14 +488,6 @@ class AlertOutbox:
             first_seen=_aware(m["first_seen"]), last_seen=_aware(m["last_seen"]), occurrences=int(m["occurrences"]),
             last_alert_id=m["last_alert_id"], last_notified_at=_opt(m["last_notified_at"]),
             resolved_at=_opt(m["resolved_at"]), resolved_by=m["resolved_by"])
-
-
-def _make_engine(url: str | sa.URL) -> Engine:
-    parsed = sa.make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        # Wait for the write lock instead of failing when a sensor and a run raise at the same time.
-        return sa.create_engine(parsed, connect_args={"timeout": 30})
-    return sa.create_engine(parsed, pool_pre_ping=True)
 
 
 # -- routing and delivery ---------------------------------------------------------------------------------------

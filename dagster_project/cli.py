@@ -84,6 +84,64 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch(settings: Settings, tenant_name: str, dataset_name: str, batch_id: str):
+    from dagster_project.lakefs_repo import LakeFSRepository, api_client
+    from dagster_project.pipeline import Batch
+
+    tenant = load_tenants(settings.tenants_file).tenant(tenant_name)
+    dataset = tenant.dataset(dataset_name)
+    client = api_client(settings.lakefs_api_url, settings.lakefs_access_key_id,
+                        settings.lakefs_secret_access_key.get_secret_value())
+    return Batch(tenant, dataset, batch_id, LakeFSRepository(client, tenant.lakefs_repository))
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    from dagster_project.governance import ApprovalStore, NotADataOwner, Verdict
+    from dagster_project.publish import NotAwaitingApproval, decide
+
+    settings = Settings()
+    verdict = Verdict.APPROVE if args.command == "approve" else Verdict.REJECT
+    try:
+        batch = _batch(settings, args.tenant, args.dataset, args.batch)
+        store = ApprovalStore(settings.resolved_database_url, schema=settings.database_schema)
+        state = decide(batch, store, args.actor, verdict, args.reason or "")
+    except (KeyError, NotADataOwner, NotAwaitingApproval, ValueError) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.actor} {verdict.value}d {args.tenant}/{args.dataset} batch {args.batch} at commit {state.commit_id}")
+    if state.rejected:
+        print(f"rejected by {', '.join(state.rejected_by)}: the batch stays on its branch and will not be merged")
+    elif state.approved:
+        print(f"approved by {', '.join(state.approvers)} ({len(state.approvers)}/{state.required}): the merge sensor "
+              "merges it into main on its next tick")
+    else:
+        print(f"approvals {len(state.approvers)}/{state.required}: waiting for {state.missing} more data owner(s)")
+    return 0
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    from dagster_project.versions import list_versions
+
+    settings = Settings()
+    batch = _batch(settings, args.tenant, args.dataset, "-")
+    versions = list_versions(batch.repo, args.dataset)
+    if not versions:
+        print(f"{args.tenant}/{args.dataset}: no published versions yet")
+    for version in versions:
+        print(f"{version.tag:<32} {version.commit_id}  batch {version.batch_id:<28} "
+              f"{version.published_records:>8} records  {version.created_at:%Y-%m-%d %H:%M} UTC")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from dagster_project.versions import diff_published
+
+    settings = Settings()
+    batch = _batch(settings, args.tenant, args.dataset, "-")
+    print("\n".join(diff_published(batch.repo, args.dataset, args.left, args.right).lines()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trainyard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +160,24 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=cmd_dev)
+    for verb in ("approve", "reject"):
+        decision = sub.add_parser(verb, help=f"{verb} a batch waiting for data-owner approval (publish policy owner)")
+        decision.add_argument("tenant")
+        decision.add_argument("dataset")
+        decision.add_argument("batch")
+        decision.add_argument("--as", dest="actor", required=True, help="your email, as listed in data_owners")
+        decision.add_argument("--reason", default="", help="why (required to reject)")
+        decision.set_defaults(func=cmd_decide)
+    versions = sub.add_parser("versions", help="list a dataset's published versions")
+    versions.add_argument("tenant")
+    versions.add_argument("dataset")
+    versions.set_defaults(func=cmd_versions)
+    diff = sub.add_parser("diff", help="summarise the difference between two versions (v1, v2, tags or commits)")
+    diff.add_argument("tenant")
+    diff.add_argument("dataset")
+    diff.add_argument("left")
+    diff.add_argument("right")
+    diff.set_defaults(func=cmd_diff)
     check = sub.add_parser("check-config", help="validate a tenants file")
     check.add_argument("file", nargs="?")
     check.set_defaults(func=cmd_check_config)

@@ -13,8 +13,10 @@ import dagster as dg
 
 from assets.alert_sensors import build_alert_sensors
 from assets.factory import build_dataset_definitions
+from assets.governance import build_governance_definitions
 from dagster_project.settings import Settings
 from dagster_project.tenants import load_tenants
+from resources.governance import GovernanceResource
 from resources.lakefs import LakeFSResource
 from resources.object_storage import ObjectStorageResource
 from resources.slack import AlertsResource, SlackResource
@@ -49,6 +51,10 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             throttle_minutes=settings.alert_throttle_minutes,
             playbook_base_url=settings.resolved_playbook_base_url,
         ),
+        "governance": GovernanceResource(
+            database_url=_secret("TRAINYARD_DATABASE_URL", settings.resolved_database_url),
+            db_schema=settings.database_schema,
+        ),
         "slack": SlackResource(
             token=_secret("TRAINYARD_SLACK_BOT_TOKEN", settings.slack_bot_token.get_secret_value()),
             base_url=settings.slack_base_url,
@@ -60,11 +66,12 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings()
     tenants = load_tenants(settings.tenants_file)
     datasets = [build_dataset_definitions(tenant, dataset, settings) for tenant, dataset in tenants.datasets()]
+    decision_job, merge_sensor = build_governance_definitions(tenants, settings)
     return dg.Definitions(
         assets=[a for d in datasets for a in d.assets],
         asset_checks=[c for d in datasets for c in d.asset_checks],
-        jobs=[d.job for d in datasets],
-        sensors=[*(d.sensor for d in datasets), *build_alert_sensors(tenants, settings)],
+        jobs=[*(d.job for d in datasets), decision_job],
+        sensors=[*(d.sensor for d in datasets), *build_alert_sensors(tenants, settings), merge_sensor],
         resources=build_resources(settings),
     )
 

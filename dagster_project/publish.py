@@ -12,12 +12,15 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import lakefs_sdk
 import pandas as pd
 
 from dagster_project import layout
+from dagster_project.alerts import Alert, AlertKind, playbook_url
 from dagster_project.conservation import ConservationError, ConservationReport, reconcile
 from dagster_project.dedup import index_entries
 from dagster_project.gates import blocking_gate_names, read_gate_results
+from dagster_project.governance import ApprovalState, ApprovalStore, Verdict
 from dagster_project.lakefs_repo import LakeFSRepository
 from dagster_project.layout import Stage
 from dagster_project.pipeline import (
@@ -28,6 +31,7 @@ from dagster_project.pipeline import (
     reason_counts,
     write_stage,
 )
+from dagster_project.versions import diff_published
 
 
 class PublishRefused(RuntimeError):
@@ -36,7 +40,7 @@ class PublishRefused(RuntimeError):
 
 @dataclass
 class PublishOutcome:
-    status: str  # "published" | "already_published" | "awaiting_approval"
+    status: str  # "published" | "already_published" | "awaiting_approval" | "rejected"
     batch_commit: str
     conservation: ConservationReport | None
     main_commit: str | None = None
@@ -122,3 +126,80 @@ def merge_batch(batch: Batch, lineage: dict[str, Any]) -> tuple[str, str]:
         tag = layout.version_tag(batch.dataset.name, next_version(batch.repo, batch.dataset.name))
         if batch.repo.create_tag(tag, main_commit):
             return main_commit, tag
+
+
+# -- owner approval ---------------------------------------------------------------------------------------------
+class NotAwaitingApproval(RuntimeError):
+    """The batch has no publish candidate to decide on (not processed yet, gates failed, or already on main)."""
+
+
+def publish_candidate(batch: Batch) -> lakefs_sdk.Commit:
+    """The branch head, if it is the batch's publish candidate (committed by the publish step, gates passed)."""
+    head = batch.repo.get_commit(batch.repo.branch_head(batch.branch))
+    if head.metadata.get("trainyard.stage") != Stage.PUBLISHED or head.metadata.get("trainyard.batch_id") != \
+            batch.batch_id:
+        raise NotAwaitingApproval(
+            f"{batch.tenant.name}/{batch.dataset.name} batch {batch.batch_id}: branch {batch.branch} head "
+            f"{head.id[:12]} is not a publish candidate (stage {head.metadata.get('trainyard.stage', '-')}); "
+            "only batches whose gates passed and that wait for approval can be approved")
+    return head
+
+
+def decide(batch: Batch, store: ApprovalStore, actor: str, verdict: Verdict, reason: str = "") -> ApprovalState:
+    """Record a data owner's decision on the batch's current publish candidate."""
+    if find_published_version(batch.repo, batch.dataset.name, batch.batch_id) is not None:
+        raise NotAwaitingApproval(f"batch {batch.batch_id} is already on main")
+    head = publish_candidate(batch)
+    store.decide(batch.tenant, batch.dataset, batch.batch_id, head.id, actor, verdict, reason)
+    return store.state(batch.tenant, batch.dataset, batch.batch_id, head.id)
+
+
+def merge_if_approved(batch: Batch, store: ApprovalStore) -> PublishOutcome:
+    """Merge an owner-policy batch once enough data owners approved its current head commit."""
+    already = find_published_version(batch.repo, batch.dataset.name, batch.batch_id)
+    if already is not None:
+        return PublishOutcome("already_published", batch.repo.branch_head(batch.branch), None, already[1],
+                              already[0])
+    head = publish_candidate(batch)
+    check_gates(batch)
+    state = store.state(batch.tenant, batch.dataset, batch.batch_id, head.id)
+    if state.rejected:
+        return PublishOutcome("rejected", head.id, None)
+    if not state.approved:
+        return PublishOutcome("awaiting_approval", head.id, None)
+    lineage = {k.removeprefix("trainyard."): v for k, v in head.metadata.items()
+               if k.removeprefix("trainyard.") in ("records_in", "published", "quarantined", "duplicates",
+                                                   "balanced", "gates")}
+    lineage["approved_by"] = ",".join(state.approvers)
+    lineage["approved_commit"] = head.id
+    main_commit, tag = merge_batch(batch, lineage)
+    return PublishOutcome("published", head.id, None, main_commit, tag)
+
+
+def approval_request(batch: Batch, outcome: PublishOutcome, playbook_base_url: str, run_url: str | None) -> Alert:
+    """The message the data owners get: what the batch changes on main, its gates, and the exact commands."""
+    diff = diff_published(batch.repo, batch.dataset.name, layout.MAIN_BRANCH, batch.branch)
+    where = f"{batch.tenant.name} {batch.dataset.name} {batch.batch_id}"
+    gates = [f"{g['name']}: {g['value']} {g['comparison']} {g['threshold']} "
+             f"{'passed' if g['passed'] else 'FAILED'}" for g in outcome.summary.get("gates", [])]
+    label_changes = [f"{label}: {int(r.left)} -> {int(r.right)} ({int(r.change):+d})"
+                     for label, r in diff.label_counts.iterrows() if r.change]
+    required = batch.dataset.publish.required_approvals
+    return Alert(
+        kind=AlertKind.APPROVAL_REQUESTED, tenant=batch.tenant.name, dataset=batch.dataset.name,
+        batch_id=batch.batch_id, branch=batch.branch,
+        title=f"{batch.tenant.name}/{batch.dataset.name} batch {batch.batch_id} awaits approval "
+              f"({required} data owner{'s' if required > 1 else ''})",
+        metric="records_added", value=float(diff.added),
+        details={
+            "diff_vs_main": f"+{diff.added} records, -{diff.removed} removed, {diff.relabelled} relabelled",
+            "commit": outcome.batch_commit,
+            "approve": f"trainyard approve {where} --as <your email>",
+            "reject": f"trainyard reject {where} --as <your email> --reason '<why>'",
+            "label_changes": label_changes or ["no change in the label distribution"],
+            "gates": gates,
+        },
+        dedupe_key=f"approval_requested:{batch.tenant.name}:{batch.dataset.name}:{batch.batch_id}",
+        playbook_url=playbook_url(AlertKind.APPROVAL_REQUESTED, playbook_base_url), run_url=run_url,
+        channel=batch.tenant.approvals_channel,
+    )

@@ -169,6 +169,9 @@ class TenantConfig(Strict):
     landing_prefix: str
     """Key prefix under the landing bucket: drops arrive at ``<prefix>/<dataset>/incoming/<drop>/``."""
     slack_channel: Annotated[str, Field(pattern=r"^#[a-z0-9._-]+$")]
+    """On-call alerts for this tenant's batches."""
+    data_owner_channel: Annotated[str | None, Field(pattern=r"^#[a-z0-9._-]+$")] = None
+    """Where approval requests go (defaults to ``slack_channel``)."""
     data_owners: list[str] = Field(min_length=1)
     monthly_budget_usd: float = Field(gt=0)
     datasets: list[DatasetConfig] = Field(min_length=1)
@@ -193,6 +196,10 @@ class TenantConfig(Strict):
         if repeated := _repeated(d.name for d in self.datasets):
             raise ValueError(f"dataset names must be unique within a tenant: {repeated}")
         return self
+
+    @property
+    def approvals_channel(self) -> str:
+        return self.data_owner_channel or self.slack_channel
 
     def dataset(self, name: str) -> DatasetConfig:
         for dataset in self.datasets:

@@ -1,0 +1,78 @@
+"""Data-owner decisions in Dagster: a launchpad job to approve or reject a batch, and the sensor that merges
+approved batches into ``main``.
+
+Why a sensor merges (instead of the approval itself): the merge must re-check the gates and the approval
+against the branch head at merge time, and merges into ``main`` are serialised in one place. Approving from the
+CLI (``trainyard approve``) or from this job records the same audit row; whichever way, the sensor merges.
+"""
+
+# No `from __future__ import annotations`: Dagster inspects the real annotations of ops and sensors.
+import dagster as dg
+
+from dagster_project.governance import Verdict
+from dagster_project.pipeline import Batch
+from dagster_project.publish import NotAwaitingApproval, decide, merge_if_approved
+from dagster_project.settings import Settings
+from dagster_project.tenants import TenantsConfig
+from resources.governance import GovernanceResource
+from resources.lakefs import LakeFSResource
+
+DECISION_JOB = "data_owner_decision"
+MERGE_SENSOR = "approved_batch_merge_sensor"
+
+
+class DecisionConfig(dg.Config):
+    """A data owner's decision, entered in the launchpad."""
+
+    tenant: str
+    dataset: str
+    batch_id: str
+    actor: str
+    """The data owner's email address, as listed in the tenants file."""
+    verdict: str = "approve"
+    """``approve`` or ``reject``."""
+    reason: str = ""
+
+
+def build_governance_definitions(tenants: TenantsConfig,
+                                 settings: Settings) -> tuple[dg.JobDefinition, dg.SensorDefinition]:
+    @dg.op(description="Record a data owner's approval or rejection of a batch's publish candidate.")
+    def record_decision(context: dg.OpExecutionContext, config: DecisionConfig, lakefs: LakeFSResource,
+                        governance: GovernanceResource) -> None:
+        tenant = tenants.tenant(config.tenant)
+        dataset = tenant.dataset(config.dataset)
+        batch = Batch(tenant, dataset, config.batch_id, lakefs.repository(tenant.lakefs_repository), context.run_id)
+        state = decide(batch, governance.store(), config.actor, Verdict(config.verdict), config.reason)
+        context.log.info(f"{config.actor} {config.verdict}d {config.tenant}/{config.dataset} {config.batch_id} at "
+                         f"commit {state.commit_id}: approvers {list(state.approvers)}, {state.missing} more needed")
+
+    @dg.job(name=DECISION_JOB, description="Approve or reject a batch waiting for data-owner approval "
+                                           "(same as `trainyard approve|reject`).")
+    def data_owner_decision() -> None:
+        record_decision()
+
+    @dg.sensor(name=MERGE_SENSOR, minimum_interval_seconds=settings.sensor_interval_seconds,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Merges batches whose publish candidate has enough data-owner approvals into main.")
+    def approved_batch_merge_sensor(context: dg.SensorEvaluationContext, lakefs: LakeFSResource,
+                                    governance: GovernanceResource) -> dg.SkipReason:
+        store = governance.store()
+        merged = []
+        for tenant_name, dataset_name, batch_id in store.batches_with_decisions():
+            try:
+                tenant = tenants.tenant(tenant_name)
+                dataset = tenant.dataset(dataset_name)
+            except KeyError:
+                continue  # a tenant or dataset removed from the configuration
+            batch = Batch(tenant, dataset, batch_id, lakefs.repository(tenant.lakefs_repository))
+            try:
+                outcome = merge_if_approved(batch, store)
+            except NotAwaitingApproval as exc:
+                context.log.info(str(exc))
+                continue
+            if outcome.status == "published":
+                merged.append(f"{tenant_name}/{dataset_name} {batch_id} -> {outcome.version_tag}")
+                context.log.info(f"merged {merged[-1]} at {outcome.main_commit}")
+        return dg.SkipReason(f"merged {len(merged)}: {', '.join(merged)}" if merged else "no newly approved batches")
+
+    return data_owner_decision, approved_batch_merge_sensor

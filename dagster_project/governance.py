@@ -1,0 +1,147 @@
+"""Data-owner approvals for publishing, recorded in the platform database and bound to a commit.
+
+lakeFS has no approvals and its branch protection does not block merges, so Trainyard keeps them: a data owner
+of the dataset (``data_owners`` in the tenants file) approves or rejects a batch, and the decision is written to
+an audit table (who, when, batch, commit id, decision, reason) together with the branch head commit it was made
+on. Only decisions on the *current* head count: if anything is committed to the batch branch after the approval,
+the approval is stale and the batch waits again. ``required_approvals: 2`` needs two distinct owners.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import sqlalchemy as sa
+
+from dagster_project.db import create_tables, make_engine
+from dagster_project.tenants import DatasetConfig, TenantConfig
+
+APPROVALS_TABLE = "trainyard_approvals"
+
+
+class Verdict(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class NotADataOwner(PermissionError):
+    """Only the listed data owners of a dataset may approve or reject its batches."""
+
+
+@dataclass(frozen=True)
+class ApprovalRecord:
+    id: int
+    tenant: str
+    dataset: str
+    batch_id: str
+    commit_id: str
+    verdict: Verdict
+    actor: str
+    reason: str
+    decided_at: datetime
+
+
+@dataclass(frozen=True)
+class ApprovalState:
+    """Where a batch stands for one commit: approved, rejected, or still waiting (and for whom)."""
+
+    commit_id: str
+    required: int
+    approvers: tuple[str, ...]
+    rejected_by: tuple[str, ...]
+    stale: tuple[str, ...]
+    """Owners whose decision was made on an earlier commit of the branch and no longer counts."""
+
+    @property
+    def rejected(self) -> bool:
+        return bool(self.rejected_by)
+
+    @property
+    def approved(self) -> bool:
+        return not self.rejected and len(self.approvers) >= self.required
+
+    @property
+    def missing(self) -> int:
+        return max(0, self.required - len(self.approvers))
+
+
+class ApprovalStore:
+    """The approvals audit table (append-only: a decision is never updated or deleted)."""
+
+    def __init__(self, url: str | sa.URL, schema: str | None = None) -> None:
+        self.engine = make_engine(url)
+        self.schema = schema
+        self.metadata = sa.MetaData(schema=schema)
+        self.table = sa.Table(
+            APPROVALS_TABLE, self.metadata,
+            sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+                      autoincrement=True),
+            sa.Column("tenant", sa.String(64), nullable=False),
+            sa.Column("dataset", sa.String(64), nullable=False),
+            sa.Column("batch_id", sa.String(128), nullable=False),
+            sa.Column("commit_id", sa.String(64), nullable=False),
+            sa.Column("verdict", sa.String(16), nullable=False),
+            sa.Column("actor", sa.String(255), nullable=False),
+            sa.Column("reason", sa.Text(), nullable=False, default=""),
+            sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Index(f"ix_{APPROVALS_TABLE}_batch", "tenant", "dataset", "batch_id"),
+        )
+        create_tables(self.engine, self.metadata, schema)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def decide(self, tenant: TenantConfig, dataset: DatasetConfig, batch_id: str, commit_id: str, actor: str,
+               verdict: Verdict, reason: str = "", now: datetime | None = None) -> ApprovalRecord:
+        """Record a data owner's decision on a batch at ``commit_id`` (the branch head they reviewed)."""
+        owners = {owner.lower() for owner in tenant.data_owners}
+        if actor.lower() not in owners:
+            raise NotADataOwner(
+                f"{actor} is not a data owner of {tenant.name}/{dataset.name}; data owners: "
+                f"{', '.join(tenant.data_owners)} (change them in the tenants file)")
+        if verdict == Verdict.REJECT and not reason.strip():
+            raise ValueError("a rejection needs a reason (--reason), for the audit trail and the client team")
+        decided_at = (now or datetime.now(UTC)).astimezone(UTC)
+        values = {"tenant": tenant.name, "dataset": dataset.name, "batch_id": batch_id, "commit_id": commit_id,
+                  "verdict": verdict.value, "actor": actor.lower(), "reason": reason, "decided_at": decided_at}
+        with self.engine.begin() as conn:
+            record_id = conn.execute(sa.insert(self.table).values(**values).returning(self.table.c.id)).scalar_one()
+        return ApprovalRecord(record_id, tenant.name, dataset.name, batch_id, commit_id, verdict, actor.lower(),
+                              reason, decided_at)
+
+    def history(self, tenant: str, dataset: str, batch_id: str | None = None) -> list[ApprovalRecord]:
+        query = sa.select(self.table).where(self.table.c.tenant == tenant, self.table.c.dataset == dataset)
+        if batch_id is not None:
+            query = query.where(self.table.c.batch_id == batch_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(self.table.c.id)).mappings().all()
+        return [ApprovalRecord(r["id"], r["tenant"], r["dataset"], r["batch_id"], r["commit_id"],
+                               Verdict(r["verdict"]), r["actor"], r["reason"], _utc(r["decided_at"])) for r in rows]
+
+    def batches_with_decisions(self) -> list[tuple[str, str, str]]:
+        """(tenant, dataset, batch_id) of every batch anyone has decided on."""
+        query = sa.select(self.table.c.tenant, self.table.c.dataset, self.table.c.batch_id).distinct()
+        with self.engine.connect() as conn:
+            return sorted(tuple(row) for row in conn.execute(query))
+
+    def state(self, tenant: TenantConfig, dataset: DatasetConfig, batch_id: str, commit_id: str) -> ApprovalState:
+        """The batch's approval state for ``commit_id``; each owner's latest decision counts."""
+        latest: dict[str, ApprovalRecord] = {}
+        owners = {owner.lower() for owner in tenant.data_owners}
+        for record in self.history(tenant.name, dataset.name, batch_id):
+            if record.actor in owners:  # an owner removed from the tenants file no longer counts
+                latest[record.actor] = record
+        current = {actor: r for actor, r in latest.items() if r.commit_id == commit_id}
+        return ApprovalState(
+            commit_id=commit_id,
+            required=dataset.publish.required_approvals,
+            approvers=tuple(sorted(a for a, r in current.items() if r.verdict == Verdict.APPROVE)),
+            rejected_by=tuple(sorted(a for a, r in current.items() if r.verdict == Verdict.REJECT)),
+            stale=tuple(sorted(a for a, r in latest.items() if r.commit_id != commit_id)),
+        )
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
