@@ -117,6 +117,7 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
     @stage_asset(Stage.RAW, None)
     def raw(context: dg.AssetExecutionContext, lakefs: LakeFSResource,
             landing: ObjectStorageResource) -> dg.MaterializeResult:
+        lakefs.prepare_repository(tenant.lakefs_repository)
         batch = batch_for(context, lakefs)
         report = pipeline.run_raw(batch, landing.client(), landing.landing_bucket,
                                   lakefs.storage_namespace(tenant.lakefs_repository))

@@ -70,6 +70,16 @@ def cmd_dev(args: argparse.Namespace) -> int:
             return process.wait()
 
 
+def cmd_gatekeeper(args: argparse.Namespace) -> int:
+    from dagster_project.devservices.local import start_local_gatekeeper
+
+    settings = Settings(gatekeeper_url=f"http://{args.host}:{args.port}/lakefs/pre-merge")
+    with start_local_gatekeeper(settings) as gatekeeper:
+        print(f"Trainyard gatekeeper listening on {gatekeeper.url} (lakeFS pre-merge webhook for main)", flush=True)
+        _wait_for_signal()
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = Path(args.file) if args.file else Settings().tenants_file
     try:
@@ -178,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("left")
     diff.add_argument("right")
     diff.set_defaults(func=cmd_diff)
+    gate = sub.add_parser("gatekeeper", help="serve the lakeFS pre-merge webhook that guards main")
+    gate.add_argument("--host", default="127.0.0.1")
+    gate.add_argument("--port", type=int, default=9340)
+    gate.set_defaults(func=cmd_gatekeeper)
     check = sub.add_parser("check-config", help="validate a tenants file")
     check.add_argument("file", nargs="?")
     check.set_defaults(func=cmd_check_config)

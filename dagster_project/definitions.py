@@ -35,6 +35,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             secret_access_key=_secret("TRAINYARD_LAKEFS_SECRET_ACCESS_KEY",
                                       settings.lakefs_secret_access_key.get_secret_value()),
             storage_namespace_root=settings.lakefs_storage_namespace_root,
+            gatekeeper_url=settings.gatekeeper_url or None,
         ),
         "landing": ObjectStorageResource(
             landing_bucket=settings.landing_bucket,

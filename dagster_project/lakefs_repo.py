@@ -122,6 +122,32 @@ class LakeFSRepository:
                 return paths
             after = page.pagination.next_offset
 
+    def diff_paths(self, left: str, right: str) -> list[str]:
+        """Paths that differ between ``left`` and ``right`` (three-dot: what merging right into left brings)."""
+        paths: list[str] = []
+        after = ""
+        while True:
+            page = self._refs.diff_refs(self.name, left, right, after=after, amount=PAGE_SIZE, type="three_dot")
+            paths.extend(entry.path for entry in page.results)
+            if not page.pagination.has_more:
+                return paths
+            after = page.pagination.next_offset
+
+    # -- protection of main ------------------------------------------------------------------------------
+    def protected_patterns(self) -> list[str]:
+        return [rule.pattern for rule in self._repositories.get_branch_protection_rules(self.name)]
+
+    def protect(self, pattern: str) -> None:
+        """Forbid direct writes and commits on matching branches (merges stay possible, as in lakeFS)."""
+        rules = self._repositories.get_branch_protection_rules(self.name)
+        if pattern not in [rule.pattern for rule in rules]:
+            rules.append(lakefs_sdk.BranchProtectionRule(pattern=pattern))
+            self._repositories.set_branch_protection_rules(self.name, rules)
+
+    def unprotect(self, pattern: str) -> None:
+        rules = [r for r in self._repositories.get_branch_protection_rules(self.name) if r.pattern != pattern]
+        self._repositories.set_branch_protection_rules(self.name, rules)
+
     # -- commits, merges, tags ---------------------------------------------------------------------------
     def has_uncommitted_changes(self, branch: str) -> bool:
         return bool(self._branches.diff_branch(self.name, branch, amount=1).results)

@@ -19,6 +19,7 @@ from dagster_project import layout
 from dagster_project.alerts import Alert, AlertKind, playbook_url
 from dagster_project.conservation import ConservationError, ConservationReport, reconcile
 from dagster_project.dedup import index_entries
+from dagster_project.gatekeeper import touches_actions
 from dagster_project.gates import blocking_gate_names, read_gate_results
 from dagster_project.governance import ApprovalState, ApprovalStore, Verdict
 from dagster_project.lakefs_repo import LakeFSRepository
@@ -117,6 +118,10 @@ def run_publish(batch: Batch) -> PublishOutcome:
 
 def merge_batch(batch: Batch, lineage: dict[str, Any]) -> tuple[str, str]:
     """Merge the batch branch into main and tag the result as the dataset's next version."""
+    touched = touches_actions(batch.repo, batch.branch)
+    if touched:
+        raise PublishRefused(f"batch {batch.batch_id} changes {', '.join(touched)}; action files never change "
+                             "through a batch")
     metadata = {"trainyard.tenant": batch.tenant.name, "trainyard.dataset": batch.dataset.name,
                 "trainyard.batch_id": batch.batch_id, "trainyard.dagster_run_id": batch.run_id,
                 **{f"trainyard.{k}": str(v) for k, v in lineage.items()}}

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     lakefs_storage_namespace_root: str = "local://trainyard"
     """Repositories are created as ``<root>/<repository>`` (e.g. ``s3://my-lakefs-bucket`` in production)."""
 
+    # Gatekeeper: lakeFS calls it before every merge into main (pre-merge webhook). Empty URL = not installed.
+    gatekeeper_url: str | None = "http://127.0.0.1:9340/lakefs/pre-merge"
+    """The URL lakeFS uses to reach the gatekeeper (installed in each tenant repository's action file)."""
+    gatekeeper_secret: SecretStr = SecretStr("trainyard-gatekeeper-local")
+
     # Landing sensor.
     manifest_grace_minutes: float = 60.0
     """A drop with data files but no manifest.json after this long is ingested as fully quarantined."""

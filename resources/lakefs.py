@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from dagster_project.gatekeeper import install_gate
 from dagster_project.lakefs_repo import LakeFSRepository, api_client
 
 
@@ -15,6 +16,9 @@ class LakeFSResource(dg.ConfigurableResource):
     access_key_id: str
     secret_access_key: str
     storage_namespace_root: str = "local://trainyard"
+    gatekeeper_url: str | None = None
+    """Pre-merge webhook lakeFS calls before any merge into main; None leaves repositories without the gate.
+    The shared secret is configured on the lakeFS server as ``LAKEFSACTION_TRAINYARD_GATEKEEPER_SECRET``."""
 
     @property
     def api_url(self) -> str:
@@ -25,3 +29,11 @@ class LakeFSResource(dg.ConfigurableResource):
 
     def storage_namespace(self, repository: str) -> str:
         return f"{self.storage_namespace_root.rstrip('/')}/{repository}"
+
+    def prepare_repository(self, name: str) -> LakeFSRepository:
+        """The tenant repository, created if missing, with the gatekeeper installed on a protected main."""
+        repo = self.repository(name)
+        repo.ensure_exists(self.storage_namespace(name))
+        if self.gatekeeper_url:
+            install_gate(repo, self.gatekeeper_url)
+        return repo

@@ -72,6 +72,7 @@ def settings(tmp_path: Path, s3_server: RunningS3, lakefs_server: RunningEmulato
         "TRAINYARD_LAKEFS_ACCESS_KEY_ID": LAKEFS_KEY,
         "TRAINYARD_LAKEFS_SECRET_ACCESS_KEY": LAKEFS_SECRET,
         "TRAINYARD_TENANTS_FILE": str(EXAMPLE_TENANTS_FILE),
+        "TRAINYARD_GATEKEEPER_URL": "",  # tests that exercise the gatekeeper start their own
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

@@ -14,14 +14,37 @@ Implemented: healthcheck, config (version/storage, no presign, no import), repos
 (create/get/list/delete, reset of uncommitted changes, hard reset), objects (upload as multipart or
 octet-stream, get with Range, head, stat, ls with delimiter, delete, bulk delete), commits (create,
 get, log with filters), diffs (uncommitted, two-dot and three-dot), merges (three-way, conflict
-detection, dest-wins/source-wins, squash), merge base, tags, branch protection rules, HTTP basic auth.
+detection, dest-wins/source-wins, squash), merge base, tags, branch protection rules, HTTP basic auth,
+actions (hooks) and their runs (below).
 Ref expressions: branch, tag, full or unique-prefix commit id, ``@`` (committed only), ``~N``, ``^N``.
+
+Actions (hooks), with lakeFS's semantics: every object directly under ``_lakefs_actions/`` is parsed and
+validated as an action file (``name``, ``on: {event: {branches: [globs]}}``, ``hooks``); a file that does
+not parse or validate aborts the operation with 412 naming the file.  ``pre-commit`` actions are read from
+the committed branch's staging view (committed + staged files); ``pre-merge`` actions from the merge
+*source* commit (the documented gotcha: a source that deletes its action file disables the gate), both
+matched against the branch being written (the committed branch / merge destination).  ``webhook`` hooks
+POST lakeFS's event JSON (``event_type``, ``event_time``, ``action_name``, ``hook_id``, ``repository_id``,
+``branch_id``, ``source_ref``, ``commit_id``, ``commit_message``, ``committer``, ``commit_metadata``,
+``merge_source``; empty optional fields are omitted like Go's ``omitempty``) with the configured
+``headers`` and ``query_params`` (``{{ ENV.NAME }}`` references resolved) and ``timeout`` (Go duration,
+default 1m).  A non-2xx answer, connection error or timeout aborts a pre-* operation with 412 and
+changes nothing.  ``post-commit``/``post-merge`` run after success; their failures are only recorded.
+Runs, hook runs and hook logs are stored in sqlite and served by the ``actions/runs`` routes; run ids
+decrease with time like lakeFS's, so listings are newest first.  Hooks run outside the store lock (a
+webhook may call back into the API); commits and merges into one branch are serialised meanwhile, and
+writes that arrive during pre-commit hooks stay staged for the next commit, as with lakeFS's sealed
+staging tokens.  Differences from lakeFS: hooks run one at a time in file order (lakeFS runs different
+action files concurrently) and the first failure skips every remaining hook; post-* hooks run
+synchronously before the response (lakeFS runs them in the background); ``lua`` and ``airflow`` hooks pass
+validation but fail when run; the hook ``if`` condition is ignored; branch/tag create/delete events are
+accepted in action files but never fired.
 
 Answered with 501: bare, read-only and sample-data repositories, ``source_metarange`` commits.
 Not implemented (routes are not registered, so they answer 404): users/groups/policies/credentials
 management, login/tokens, presigned URLs and multipart uploads, imports, staging/link APIs,
-cherry-pick, revert, actions/hooks, garbage collection, pull requests, repository metadata,
-dump/restore, object copy and user-metadata updates.
+cherry-pick, revert, garbage collection, pull requests, repository metadata, dump/restore, object copy
+and user-metadata updates.
 """
 
 from __future__ import annotations
@@ -32,7 +55,9 @@ import contextlib
 import fnmatch
 import hashlib
 import heapq
+import http.client
 import json
+import os
 import re
 import signal
 import socket
@@ -41,11 +66,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit
+
+import yaml
 
 API_PREFIX = "/api/v1"
 LAKEFS_VERSION = "1.84.0"
@@ -101,6 +128,12 @@ CREATE TABLE IF NOT EXISTS tags (repo TEXT NOT NULL, id TEXT NOT NULL, commit_id
     PRIMARY KEY (repo, id));
 CREATE TABLE IF NOT EXISTS protection (repo TEXT PRIMARY KEY, rules TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS action_runs (repo TEXT NOT NULL, run_id TEXT NOT NULL, branch TEXT NOT NULL,
+    source_ref TEXT NOT NULL, event_type TEXT NOT NULL, commit_id TEXT NOT NULL, start_time REAL,
+    end_time REAL, passed INTEGER NOT NULL, PRIMARY KEY (repo, run_id));
+CREATE TABLE IF NOT EXISTS hook_runs (repo TEXT NOT NULL, run_id TEXT NOT NULL, hook_run_id TEXT NOT NULL,
+    action_name TEXT NOT NULL, hook_id TEXT NOT NULL, start_time REAL, end_time REAL, passed INTEGER NOT NULL,
+    output TEXT NOT NULL, PRIMARY KEY (repo, run_id, hook_run_id));
 """
 
 
@@ -148,6 +181,11 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._tree_cache: dict[str, Tree] = {}
+        # lakeFS locks a branch for commits and merges (hooks included); other requests keep being served.
+        self._branch_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._branch_locks_guard = threading.Lock()
+        self._last_run_key = 0
+        self.actions = ActionRunner(self)
 
     def close(self) -> None:
         with self._lock:
@@ -287,6 +325,14 @@ class Store:
             (repo, branch, commit_id),
         )
 
+    @contextlib.contextmanager
+    def _branch_operation(self, repo: str, branch: str) -> Iterator[None]:
+        """Serialise commits and merges into one branch while their hooks run outside the store lock."""
+        with self._branch_locks_guard:
+            lock = self._branch_locks.setdefault((repo, branch), threading.Lock())
+        with lock:
+            yield
+
     def _check_protection(self, repo: str, branch: str, action: str) -> None:
         row = self._one("SELECT rules FROM protection WHERE repo=?", repo)
         rules = json.loads(row[0]) if row else []
@@ -401,6 +447,8 @@ class Store:
                 ("staging", "repo"),
                 ("tags", "repo"),
                 ("protection", "repo"),
+                ("action_runs", "repo"),
+                ("hook_runs", "repo"),
             ):
                 self._db.execute(f"DELETE FROM {table} WHERE {column}=?", (repo,))
 
@@ -602,19 +650,41 @@ class Store:
         allow_empty: bool,
         date: int | None,
     ) -> dict[str, Any]:
-        with self.transaction():
-            self._repo(repo)
-            head = self._branch_commit(repo, branch)
-            self._check_protection(repo, branch, "commit to")
-            if not message:
-                raise ApiError(400, "message: required value")
-            if not self._uncommitted(repo, branch) and not allow_empty:
-                raise ApiError(400, "commit: no changes")
-            tree = self._branch_tree(repo, branch)
-            commit = self._new_commit(repo, [head], tree, committer, message, metadata, date)
-            self._set_branch(repo, branch, commit["id"])
-            self._db.execute("DELETE FROM staging WHERE repo=? AND branch=?", (repo, branch))
-            return commit
+        """Commit the staged changes; pre-commit hooks run (outside the store lock) before anything changes.
+
+        As in lakeFS the staged changes are "sealed" when the commit starts: writes that arrive while hooks
+        run stay staged for the next commit instead of sneaking into this one.
+        """
+        with self._branch_operation(repo, branch):
+            with self.transaction():
+                self._repo(repo)
+                head = self._branch_commit(repo, branch)
+                self._check_protection(repo, branch, "commit to")
+                if not message:
+                    raise ApiError(400, "message: required value")
+                if not self._uncommitted(repo, branch) and not allow_empty:
+                    raise ApiError(400, "commit: no changes")
+                sealed = self._staging(repo, branch)
+                tree = self._branch_tree(repo, branch)
+            # lakeFS reads pre-commit actions from the branch's staging view (committed + staged files).
+            record = HookRecord("pre-commit", repo, branch, branch, "", message, committer, metadata)
+            pre_run = self.actions.run(record, tree)
+            with self.transaction():
+                if self._branch_commit(repo, branch) != head:
+                    raise ApiError(409, "branch changed while pre-commit hooks ran")
+                commit = self._new_commit(repo, [head], tree, committer, message, metadata, date)
+                self._set_branch(repo, branch, commit["id"])
+                current = self._staging(repo, branch)
+                for path, entry in sealed.items():
+                    if path in current and current[path] == entry:
+                        self._db.execute(
+                            "DELETE FROM staging WHERE repo=? AND branch=? AND path=?", (repo, branch, path)
+                        )
+                if pre_run:
+                    self._set_run_commit(repo, pre_run, commit["id"])
+        post = HookRecord("post-commit", repo, branch, commit["id"], commit["id"], message, committer, metadata)
+        self.actions.run(post, tree)
+        return commit
 
     def get_commit(self, repo: str, commit_id: str) -> dict[str, Any]:
         with self.transaction():
@@ -709,33 +779,121 @@ class Store:
             }
 
     def merge(self, repo: str, source: str, destination: str, committer: str, options: MergeOptions) -> str:
+        """Three-way merge; pre-merge hooks run (outside the store lock) after conflicts are ruled out.
+
+        As in lakeFS, pre-merge actions are read from the *source* commit and matched against the
+        destination branch: a source that deletes ``_lakefs_actions/`` merges without running them.
+        """
+        with self._branch_operation(repo, destination):
+            with self.transaction():
+                self._repo(repo)
+                dest_head = self._branch_commit(repo, destination)
+                source_id = self.resolve(repo, source).commit_id
+                if options.strategy not in ("", "dest-wins", "source-wins"):
+                    raise ApiError(400, "strategy: invalid value")
+                if self._uncommitted(repo, destination):
+                    raise ApiError(400, "uncommitted changes (dirty branch)")
+                base = self._merge_base(repo, source_id, dest_head)
+                base_tree = self._commit_tree(repo, base) if base else EMPTY_TREE
+                source_tree = self._commit_tree(repo, source_id)
+                merged = merge_trees(base_tree, source_tree, self._commit_tree(repo, dest_head), options.strategy)
+                if (
+                    not options.allow_empty
+                    and not options.force
+                    and not diff_trees(self._commit_tree(repo, dest_head), merged)
+                ):
+                    raise ApiError(400, "no changes")
+                parents = [dest_head] if options.squash_merge else [dest_head, source_id]
+                message = options.message or f"Merge '{source}' into '{destination}'"
+            record = HookRecord(
+                "pre-merge", repo, destination, source_id, source_id, message, committer, options.metadata, source
+            )
+            pre_run = self.actions.run(record, source_tree)
+            with self.transaction():
+                if self._branch_commit(repo, destination) != dest_head:
+                    raise ApiError(409, "branch changed while pre-merge hooks ran", {"reference": ""})
+                if self._uncommitted(repo, destination):
+                    raise ApiError(400, "uncommitted changes (dirty branch)")
+                commit = self._new_commit(repo, parents, merged, committer, message, options.metadata)
+                self._set_branch(repo, destination, commit["id"])
+                if pre_run:
+                    self._set_run_commit(repo, pre_run, commit["id"])
+        post = HookRecord(
+            "post-merge", repo, destination, commit["id"], commit["id"], message, committer, options.metadata, source
+        )
+        self.actions.run(post, merged)
+        return commit["id"]
+
+    # ----- action runs -----
+
+    def new_run_id(self) -> str:
+        """Run ids decrease with time (as lakeFS's), so ascending id order lists the newest run first."""
+        with self._branch_locks_guard:
+            key = RUN_ID_EPOCH_NS - time.time_ns()
+            if self._last_run_key and key >= self._last_run_key:
+                key = self._last_run_key - 1
+            self._last_run_key = key
+        return f"{key:020x}"
+
+    def save_run(self, run: dict[str, Any], hooks: list[dict[str, Any]]) -> None:
+        with self.transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO action_runs (repo, run_id, branch, source_ref, event_type, commit_id, "
+                "start_time, end_time, passed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                tuple(run[k] for k in ACTION_RUN_COLUMNS),
+            )
+            for hook in hooks:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO hook_runs (repo, run_id, hook_run_id, action_name, hook_id, "
+                    "start_time, end_time, passed, output) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    tuple(hook[k] for k in HOOK_RUN_COLUMNS),
+                )
+
+    def _set_run_commit(self, repo: str, run_id: str, commit_id: str) -> None:
+        """lakeFS records the created commit on the pre-commit/pre-merge run once the operation succeeds."""
+        self._db.execute("UPDATE action_runs SET commit_id=? WHERE repo=? AND run_id=?", (commit_id, repo, run_id))
+
+    def list_runs(self, repo: str, branch: str, commit: str) -> list[dict[str, Any]]:
+        """Newest first; like lakeFS, a branch filter takes precedence over a commit filter."""
         with self.transaction():
             self._repo(repo)
-            dest_head = self._branch_commit(repo, destination)
-            source_id = self.resolve(repo, source).commit_id
-            if options.strategy not in ("", "dest-wins", "source-wins"):
-                raise ApiError(400, "strategy: invalid value")
-            if self._uncommitted(repo, destination):
-                raise ApiError(400, "uncommitted changes (dirty branch)")
-            base = self._merge_base(repo, source_id, dest_head)
-            base_tree = self._commit_tree(repo, base) if base else EMPTY_TREE
-            merged = merge_trees(
-                base_tree,
-                self._commit_tree(repo, source_id),
-                self._commit_tree(repo, dest_head),
-                options.strategy,
+            sql = f"SELECT {', '.join(ACTION_RUN_COLUMNS)} FROM action_runs WHERE repo=?"
+            args: tuple[Any, ...] = (repo,)
+            if branch:
+                sql, args = sql + " AND branch=?", (*args, branch)
+            elif commit:
+                sql, args = sql + " AND commit_id=?", (*args, commit)
+            rows = self._db.execute(sql + " ORDER BY run_id", args).fetchall()
+            return [dict(zip(ACTION_RUN_COLUMNS, row, strict=True)) for row in rows]
+
+    def get_run(self, repo: str, run_id: str) -> dict[str, Any]:
+        with self.transaction():
+            self._repo(repo)
+            row = self._one(
+                f"SELECT {', '.join(ACTION_RUN_COLUMNS)} FROM action_runs WHERE repo=? AND run_id=?", repo, run_id
             )
-            if (
-                not options.allow_empty
-                and not options.force
-                and not diff_trees(self._commit_tree(repo, dest_head), merged)
-            ):
-                raise ApiError(400, "no changes")
-            parents = [dest_head] if options.squash_merge else [dest_head, source_id]
-            message = options.message or f"Merge '{source}' into '{destination}'"
-            commit = self._new_commit(repo, parents, merged, committer, message, options.metadata)
-            self._set_branch(repo, destination, commit["id"])
-            return commit["id"]
+            if row is None:
+                raise ApiError(404, f"run not found: {run_id}")
+            return dict(zip(ACTION_RUN_COLUMNS, row, strict=True))
+
+    def list_hook_runs(self, repo: str, run_id: str) -> list[dict[str, Any]]:
+        with self.transaction():
+            self.get_run(repo, run_id)
+            rows = self._db.execute(
+                f"SELECT {', '.join(HOOK_RUN_COLUMNS)} FROM hook_runs WHERE repo=? AND run_id=? ORDER BY hook_run_id",
+                (repo, run_id),
+            ).fetchall()
+            return [dict(zip(HOOK_RUN_COLUMNS, row, strict=True)) for row in rows]
+
+    def hook_output(self, repo: str, run_id: str, hook_run_id: str) -> str:
+        with self.transaction():
+            self.get_run(repo, run_id)
+            row = self._one(
+                "SELECT output FROM hook_runs WHERE repo=? AND run_id=? AND hook_run_id=?", repo, run_id, hook_run_id
+            )
+            if row is None:
+                raise ApiError(404, f"hook run not found: {hook_run_id}")
+            return row[0]
 
     # ----- branch protection -----
 
@@ -838,6 +996,438 @@ def _validate_tag(tag: str) -> None:
     )
     if bad:
         raise ApiError(400, "tag id: invalid tag ID")
+
+
+# --------------------------------------------------------------------------------------------------
+# Actions (hooks)
+# --------------------------------------------------------------------------------------------------
+
+ACTIONS_PREFIX = "_lakefs_actions/"
+RUN_ID_EPOCH_NS = 32503680000 * 1_000_000_000  # 3000-01-01: run ids count down towards it, like lakeFS's
+ACTION_RUN_COLUMNS = (
+    "repo", "run_id", "branch", "source_ref", "event_type", "commit_id", "start_time", "end_time", "passed"
+)  # fmt: skip
+HOOK_RUN_COLUMNS = (
+    "repo", "run_id", "hook_run_id", "action_name", "hook_id", "start_time", "end_time", "passed", "output"
+)  # fmt: skip
+# Events lakeFS accepts in action files (pkg/actions/action.go); the emulator fires the commit/merge ones.
+SUPPORTED_EVENTS = (
+    "pre-commit", "post-commit", "pre-merge", "post-merge", "pre-create-branch", "post-create-branch",
+    "pre-delete-branch", "post-delete-branch", "pre-create-tag", "post-create-tag", "pre-delete-tag",
+    "post-delete-tag",
+)  # fmt: skip
+HOOK_TYPES = ("webhook", "airflow", "lua")
+ACTION_NAME_RE = re.compile(r"^\w[\w\-. ]+$", re.ASCII)
+HOOK_ID_RE = re.compile(r"^[_a-zA-Z][\-_a-zA-Z0-9]{1,255}$")
+ENV_REF_RE = re.compile(r"\{\{\s*ENV\.(\w+)\s*\}\}")
+GO_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+GO_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+WEBHOOK_DEFAULT_TIMEOUT = 60.0
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+class ActionError(Exception):
+    """An action file that cannot be loaded or a hook that cannot be set up (aborts pre-* operations)."""
+
+
+class _ActionYamlLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans like Go's yaml.v3: ``on:`` is a key, not ``True`` as in PyYAML's YAML 1.1."""
+
+
+_ActionYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ActionYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+@dataclass
+class HookRecord:
+    """What lakeFS passes to its hooks service (graveler.HookRecord) for one event."""
+
+    event_type: str
+    repo: str
+    branch: str
+    source_ref: str  # where actions are read from: merge source commit, committed branch, new commit
+    commit_id: str
+    message: str
+    committer: str
+    metadata: dict[str, str]
+    merge_source: str = ""
+
+
+@dataclass
+class Action:
+    """One parsed action file: ``on`` maps event types to branch patterns (empty = every branch)."""
+
+    path: str
+    name: str
+    on: dict[str, list[str]]
+    hooks: list[dict[str, Any]]
+
+    def matches(self, event_type: str, branch: str) -> bool:
+        if event_type not in self.on:
+            return False
+        patterns = self.on[event_type]
+        return not patterns or any(fnmatch.fnmatchcase(branch, pattern) for pattern in patterns)
+
+
+def _yaml_type(value: Any) -> str:
+    return {dict: "!!map", list: "!!seq", str: "!!str", bool: "!!bool", int: "!!int", float: "!!float"}.get(
+        type(value), "!!null"
+    )
+
+
+def _scalar_text(value: Any, target: str) -> str:
+    """yaml.v3 decodes any scalar into a Go string field; collections are an unmarshal error."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        raise ActionError(f"yaml: unmarshal errors: cannot unmarshal {_yaml_type(value)} into {target}")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_action(path: str, data: bytes) -> Action:
+    """Parse and validate one action file with lakeFS's rules (``ParseAction`` + ``Action.Validate``)."""
+    try:
+        document = yaml.load(data.decode("utf-8"), Loader=_ActionYamlLoader)  # noqa: S506 - a SafeLoader
+    except UnicodeDecodeError as err:
+        raise ActionError(f"parsing file {path}: yaml: invalid UTF-8: {err}") from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or str(err)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ActionError(f"parsing file {path}: yaml: {where}{problem}") from err
+    try:
+        return _validate_action(path, document)
+    except ActionError as err:
+        raise ActionError(f"parsing file {path}: {err}") from err
+
+
+def _validate_action(path: str, document: Any) -> Action:
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise ActionError(f"yaml: unmarshal errors: cannot unmarshal {_yaml_type(document)} into actions.Action")
+    name = _scalar_text(document.get("name"), "string")
+    on_raw = document.get("on")
+    hooks_raw = document.get("hooks") or []
+    if on_raw is not None and not isinstance(on_raw, dict):
+        raise ActionError(f"yaml: unmarshal errors: cannot unmarshal {_yaml_type(on_raw)} into map[EventType]*ActionOn")
+    if not isinstance(hooks_raw, list):
+        raise ActionError(f"yaml: unmarshal errors: cannot unmarshal {_yaml_type(hooks_raw)} into []ActionHook")
+    if not name:
+        raise ActionError("'name' is required: invalid action")
+    if not ACTION_NAME_RE.match(name):
+        raise ActionError("'name' is invalid: invalid action")
+    if not on_raw:
+        raise ActionError("'on' is required: invalid action")
+    on: dict[str, list[str]] = {}
+    for event, spec in on_raw.items():
+        event = _scalar_text(event, "EventType")
+        if event not in SUPPORTED_EVENTS:
+            raise ActionError(f"event '{event}' is not supported: invalid action")
+        if spec is not None and not isinstance(spec, dict):
+            raise ActionError(f"yaml: unmarshal errors: cannot unmarshal {_yaml_type(spec)} into actions.ActionOn")
+        branches = (spec or {}).get("branches") or []
+        if not isinstance(branches, list):
+            raise ActionError(f"yaml: unmarshal errors: cannot unmarshal {_yaml_type(branches)} into []string")
+        if branches and "tag" in event:
+            raise ActionError("'branches' is not supported in tag event types. invalid event parameter")
+        on[event] = [_scalar_text(b, "string") for b in branches]
+    hooks, ids = [], set()
+    for index, raw in enumerate(hooks_raw):
+        if not isinstance(raw, dict):
+            raise ActionError(f"yaml: unmarshal errors: cannot unmarshal {_yaml_type(raw)} into actions.ActionHook")
+        hook_id = _scalar_text(raw.get("id"), "string")
+        hook_type = _scalar_text(raw.get("type"), "HookType")
+        properties = raw.get("properties") or {}
+        if not isinstance(properties, dict):
+            raise ActionError(f"yaml: unmarshal errors: cannot unmarshal {_yaml_type(properties)} into Properties")
+        if not HOOK_ID_RE.match(hook_id):
+            raise ActionError(f"hook[{index}] missing ID: invalid action")
+        if hook_id in ids:
+            raise ActionError(f"hook[{index}] duplicate ID '{hook_id}': invalid action")
+        ids.add(hook_id)
+        if hook_type not in HOOK_TYPES:
+            raise ActionError(f"hook[{index}] type '{hook_type}' unknown: invalid action")
+        hooks.append({"id": hook_id, "type": hook_type, "properties": properties})
+    return Action(path, name, on, hooks)
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a Go ``time.ParseDuration`` string such as ``500ms``, ``10s``, ``1m30s``."""
+    body = text[1:] if text[:1] in "+-" else text
+    parts = GO_DURATION_RE.findall(body)
+    if body == "0":
+        return 0.0
+    if not parts or "".join(number + unit for number, unit in parts) != body:
+        raise ActionError(f'time: invalid duration "{text}"')
+    seconds = sum(float(number) * GO_DURATION_UNITS[unit] for number, unit in parts)
+    return -seconds if text.startswith("-") else seconds
+
+
+class SecureString:
+    """A property value; ``{{ ENV.NAME }}`` references are resolved and masked in hook logs (as lakeFS)."""
+
+    def __init__(self, raw: str) -> None:
+        self.secure = bool(ENV_REF_RE.search(raw))
+
+        def lookup(match: re.Match[str]) -> str:
+            if match.group(1) not in os.environ:
+                raise ActionError(f"{match.group(1)}: missing env var")
+            return os.environ[match.group(1)]
+
+        self.value = ENV_REF_RE.sub(lookup, raw)
+
+    def __str__(self) -> str:
+        return "*****" if self.secure else self.value
+
+
+@dataclass
+class Webhook:
+    """``type: webhook``: POST the event as JSON; any non-2xx answer, error or timeout fails the hook."""
+
+    url: str
+    timeout: float
+    query_params: list[tuple[str, SecureString]]
+    headers: list[tuple[str, SecureString]]
+
+    @classmethod
+    def from_properties(cls, properties: dict[str, Any]) -> Webhook:
+        url = properties.get("url")
+        if url is None:
+            raise ActionError("missing url: webhook wrong format")
+        if not isinstance(url, str):
+            raise ActionError("webhook url must be string: webhook wrong format")
+        timeout = WEBHOOK_DEFAULT_TIMEOUT
+        if isinstance(properties.get("timeout"), str) and properties["timeout"]:
+            try:
+                timeout = parse_go_duration(properties["timeout"])
+            except ActionError as err:
+                raise ActionError(f"webhook request duration: {err}") from err
+        query: list[tuple[str, SecureString]] = []
+        raw_query = properties.get("query_params")
+        if raw_query is not None:
+            if not isinstance(raw_query, dict):
+                raise ActionError("extracting query params: unsupported query params: webhook wrong format")
+            for key, value in raw_query.items():
+                values = value if isinstance(value, list) else [value]
+                if not all(isinstance(v, str) for v in values):
+                    raise ActionError("extracting query params: query params should be strings: webhook wrong format")
+                query.extend((str(key), SecureString(v)) for v in values)
+        headers: list[tuple[str, SecureString]] = []
+        raw_headers = properties.get("headers")
+        if raw_headers is not None:
+            if not isinstance(raw_headers, dict) or not all(isinstance(v, str) for v in raw_headers.values()):
+                raise ActionError("extracting headers: headers should be strings: webhook wrong format")
+            headers = [(str(key), SecureString(value)) for key, value in raw_headers.items()]
+        return cls(url, timeout, query, headers)
+
+    def run(self, body: bytes, log: list[str]) -> None:
+        """Send the request, writing lakeFS's hook log (request, duration, response dump) to ``log``."""
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ActionError(f'Post "{self.url}": unsupported protocol scheme "{parts.scheme}"')
+        query = parse_qsl(parts.query, keep_blank_values=True) + [(k, v.value) for k, v in self.query_params]
+        target = (parts.path or "/") + (f"?{urlencode(sorted(query, key=lambda kv: kv[0]))}" if query else "")
+        headers = [*self.headers, ("Content-Type", SecureString("application/json"))]
+        log.append(f"Request:\nPOST {self.url}\n")
+        log.append("Query Params:\n" + "".join(f"{k}: {v}\n" for k, v in self.query_params))
+        log.append("Headers:\n" + "".join(f"{k}: {v}\n" for k, v in headers))
+        log.append(f"Request Body:\n{body.decode()}\n\n")
+        connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        connection = connection_class(parts.hostname, parts.port, timeout=self.timeout)
+        start = time.monotonic()
+        try:
+            connection.request("POST", target, body, {k: v.value for k, v in headers})
+            response = connection.getresponse()
+            payload = response.read()
+        except TimeoutError as err:
+            log.append(f"\nRequest duration: {_go_duration(time.monotonic() - start)}\n")
+            reason = "context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+            raise ActionError(f'Post "{self.url}": {reason}') from err
+        except (OSError, http.client.HTTPException) as err:
+            log.append(f"\nRequest duration: {_go_duration(time.monotonic() - start)}\n")
+            reason = str(err)
+            if isinstance(err, ConnectionRefusedError):  # Go's net/http wording
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+                reason = f"dial tcp {parts.hostname}:{port}: connect: connection refused"
+            raise ActionError(f'Post "{self.url}": {reason}') from err
+        finally:
+            connection.close()
+        log.append(f"\nRequest duration: {_go_duration(time.monotonic() - start)}\n")
+        dump = "".join(f"{name}: {value}\r\n" for name, value in response.getheaders())
+        text = payload.decode("utf-8", "replace")
+        log.append(f"\nResponse:\nHTTP/1.1 {response.status} {response.reason}\r\n{dump}\r\n{text}")
+        if not 200 <= response.status < 300:
+            raise ActionError(f"webhook request failed (status code: {response.status})")
+
+
+@dataclass
+class UnsupportedHook:
+    """Lua and Airflow hooks are valid lakeFS hooks the emulator cannot run: running one fails the hook."""
+
+    hook_type: str
+
+    def run(self, body: bytes, log: list[str]) -> None:
+        raise ActionError(f"hook type '{self.hook_type}' is not supported by the lakeFS emulator")
+
+
+def _go_duration(seconds: float) -> str:
+    return f"{seconds * 1000:.6f}ms" if seconds < 1 else f"{seconds:.6f}s"
+
+
+def _rfc3339(timestamp: float | None) -> str:
+    if not timestamp:
+        return ZERO_TIME
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def event_payload(record: HookRecord, action_name: str, hook_id: str) -> bytes:
+    """lakeFS's webhook body (pkg/actions/event.go): Go ``omitempty`` fields are left out when empty."""
+    info: dict[str, Any] = {
+        "event_type": record.event_type,
+        "event_time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "action_name": action_name,
+        "hook_id": hook_id,
+        "repository_id": record.repo,
+        "branch_id": record.branch,
+        "source_ref": record.source_ref,
+        "commit_id": record.commit_id,
+        "commit_message": record.message,
+        "committer": record.committer,
+        "commit_metadata": record.metadata,
+        "merge_source": record.merge_source,
+    }
+    omit_empty = ("source_ref", "commit_id", "commit_metadata", "merge_source")
+    return json.dumps({k: v for k, v in info.items() if v or k not in omit_empty}, separators=(",", ":")).encode()
+
+
+class ActionRunner:
+    """Loads ``_lakefs_actions/`` from a tree, runs the matching hooks and records the run (lakeFS's
+    actions service).  Hooks run in file order, one at a time; the first failure skips the rest."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def load(self, tree: Tree) -> list[Action]:
+        """Every object directly under ``_lakefs_actions/`` is an action file, whatever its extension."""
+        actions: list[Action] = []
+        for path in sorted(tree):
+            if path.startswith(ACTIONS_PREFIX) and "/" not in path[len(ACTIONS_PREFIX) :]:
+                data = self.store.blob_path(tree[path]["address"]).read_bytes()
+                actions.append(parse_action(path, data))
+        names: set[str] = set()
+        for action in actions:
+            if action.name in names:
+                raise ActionError(f"action name '{action.name}' already loaded: invalid action")
+            names.add(action.name)
+        return actions
+
+    def run(self, record: HookRecord, tree: Tree) -> str | None:
+        """Run the hooks ``record`` triggers; returns the run id (None: nothing matched).
+
+        A failing pre-* run raises 412 (lakeFS's HookAbortError); post-* failures are only recorded.
+        """
+        pre_event = record.event_type.startswith("pre-")
+        run_id = self.store.new_run_id()
+        try:
+            matched = [a for a in self.load(tree) if a.matches(record.event_type, record.branch)]
+            tasks = [
+                (f"{action_index:04d}_{hook_index:04d}", action, hook, self._hook(action, hook))
+                for action_index, action in enumerate(matched)
+                for hook_index, hook in enumerate(action.hooks)
+            ]
+        except ActionError as err:
+            if pre_event:
+                raise ApiError(412, f"{record.event_type} hook aborted, run id '{run_id}': {err}") from err
+            return None
+        if not tasks:
+            return None
+        failure = ""
+        hook_rows = []
+        for hook_run_id, action, hook, runner in tasks:
+            row = {
+                "repo": record.repo,
+                "run_id": run_id,
+                "hook_run_id": hook_run_id,
+                "action_name": action.name,
+                "hook_id": hook["id"],
+                "start_time": None,
+                "end_time": None,
+                "passed": 0,
+                "output": "",
+            }
+            hook_rows.append(row)
+            if failure:
+                continue  # skipped hooks are recorded as failed, without times (as lakeFS does)
+            log: list[str] = []
+            row["start_time"] = time.time()
+            try:
+                runner.run(event_payload(record, action.name, hook["id"]), log)
+                row["passed"] = 1
+            except ActionError as err:
+                log.append(f"Error: {err}\n")
+                failure = f"hook run id '{hook_run_id}' failed on action '{action.name}' hook '{hook['id']}': {err}"
+            row["end_time"] = time.time()
+            row["output"] = "".join(log)
+        started = [row for row in hook_rows if row["start_time"]]
+        self.store.save_run(
+            {
+                "repo": record.repo,
+                "run_id": run_id,
+                "branch": record.branch,
+                "source_ref": record.source_ref,
+                "event_type": record.event_type,
+                "commit_id": record.commit_id,
+                "start_time": min(row["start_time"] for row in started),
+                "end_time": max(row["end_time"] for row in started),
+                "passed": 0 if failure else 1,
+            },
+            hook_rows,
+        )
+        if failure and pre_event:
+            raise ApiError(412, f"{record.event_type} hook aborted, run id '{run_id}': {failure}")
+        return run_id
+
+    @staticmethod
+    def _hook(action: Action, hook: dict[str, Any]) -> Webhook | UnsupportedHook:
+        try:
+            if hook["type"] == "webhook":
+                return Webhook.from_properties(hook["properties"])
+            return UnsupportedHook(hook["type"])
+        except ActionError as err:
+            raise ActionError(f"{action.path}: action '{action.name}' hook '{hook['id']}': {err}") from err
+
+
+def action_run_document(run: dict[str, Any]) -> dict[str, Any]:
+    """The spec's ``ActionRun``."""
+    return {
+        "run_id": run["run_id"],
+        "branch": run["branch"],
+        "start_time": _rfc3339(run["start_time"]),
+        "end_time": _rfc3339(run["end_time"]),
+        "event_type": run["event_type"],
+        "status": "completed" if run["passed"] else "failed",
+        "commit_id": run["commit_id"],
+    }
+
+
+def hook_run_document(hook: dict[str, Any]) -> dict[str, Any]:
+    """The spec's ``HookRun``."""
+    return {
+        "hook_run_id": hook["hook_run_id"],
+        "action": hook["action_name"],
+        "hook_id": hook["hook_id"],
+        "start_time": _rfc3339(hook["start_time"]),
+        "end_time": _rfc3339(hook["end_time"]),
+        "status": "completed" if hook["passed"] else "failed",
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1419,6 +2009,36 @@ def _find_merge_base(app: LakeFSEmulator, req: Request) -> Response:
         req.params["repository"], req.params["sourceRef"], req.params["destinationBranch"]
     )
     return json_response(200, result)
+
+
+# ----- handlers: actions -----
+
+
+@route("GET", "/repositories/{repository}/actions/runs")
+def _list_action_runs(app: LakeFSEmulator, req: Request) -> Response:
+    runs = app.store.list_runs(req.params["repository"], req.arg("branch"), req.arg("commit"))
+    items = [(run["run_id"], action_run_document(run)) for run in runs]
+    results, pagination = paginate(items, req.arg("after"), req.amount())
+    return json_response(200, {"pagination": pagination, "results": results})
+
+
+@route("GET", "/repositories/{repository}/actions/runs/{run_id}")
+def _get_action_run(app: LakeFSEmulator, req: Request) -> Response:
+    return json_response(200, action_run_document(app.store.get_run(req.params["repository"], req.params["run_id"])))
+
+
+@route("GET", "/repositories/{repository}/actions/runs/{run_id}/hooks")
+def _list_run_hooks(app: LakeFSEmulator, req: Request) -> Response:
+    hooks = app.store.list_hook_runs(req.params["repository"], req.params["run_id"])
+    items = [(hook["hook_run_id"], hook_run_document(hook)) for hook in hooks]
+    results, pagination = paginate(items, req.arg("after"), req.amount())
+    return json_response(200, {"pagination": pagination, "results": results})
+
+
+@route("GET", "/repositories/{repository}/actions/runs/{run_id}/hooks/{hook_run_id}/output")
+def _get_hook_output(app: LakeFSEmulator, req: Request) -> Response:
+    output = app.store.hook_output(req.params["repository"], req.params["run_id"], req.params["hook_run_id"])
+    return Response(200, output.encode(), "application/octet-stream")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The embedded local stack on loopback, as configured by Settings: S3 (moto server), lakeFS (the emulator) and a
-Slack Web API receiver that records the alerts on-call would get.
+"""The embedded local stack on loopback, as configured by Settings: S3 (moto server), lakeFS (the emulator), a
+Slack Web API receiver that records the alerts on-call would get, and the Trainyard gatekeeper lakeFS calls
+before merges into main.
 
 Used by ``trainyard services``, ``trainyard demo`` and ``trainyard dev``. Ports and credentials come from the
 same ``TRAINYARD_*`` settings the code location reads, so the daemon, the run workers and the CLI all agree.
@@ -7,6 +8,7 @@ same ``TRAINYARD_*`` settings the code location reads, so the daemon, the run wo
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,8 +18,12 @@ import boto3
 from dagster_project.devservices.lakefs_emulator import RunningEmulator, start_emulator
 from dagster_project.devservices.s3 import RunningS3, start_s3
 from dagster_project.devservices.slack_receiver import RunningSlackReceiver, start_slack_receiver
+from dagster_project.gatekeeper import SECRET_ENV, RunningGatekeeper, gatekeeper_decider, start_gatekeeper
+from dagster_project.governance import ApprovalStore
+from dagster_project.lakefs_repo import LakeFSRepository, api_client
 from dagster_project.sample_data import ensure_bucket
 from dagster_project.settings import Settings
+from dagster_project.tenants import load_tenants
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -37,6 +43,16 @@ def s3_client(settings: Settings) -> Any:
     )
 
 
+def start_local_gatekeeper(settings: Settings) -> RunningGatekeeper:
+    """The gatekeeper as configured by settings (tenants file, lakeFS, approvals database)."""
+    host, port = _host_port(settings.gatekeeper_url or "")
+    client = api_client(settings.lakefs_api_url, settings.lakefs_access_key_id,
+                        settings.lakefs_secret_access_key.get_secret_value())
+    store = ApprovalStore(settings.resolved_database_url, schema=settings.database_schema)
+    decide = gatekeeper_decider(load_tenants(settings.tenants_file), lambda name: LakeFSRepository(client, name), store)
+    return start_gatekeeper(host, port, settings.gatekeeper_secret.get_secret_value(), decide)
+
+
 class LocalServices:
     """Start moto S3, the lakeFS emulator and the Slack receiver; stop them on exit."""
 
@@ -46,6 +62,7 @@ class LocalServices:
         self.s3: RunningS3 | None = None
         self.lakefs: RunningEmulator | None = None
         self.slack: RunningSlackReceiver | None = None
+        self.gatekeeper: RunningGatekeeper | None = None
 
     def __enter__(self) -> LocalServices:
         settings = self.settings
@@ -55,12 +72,16 @@ class LocalServices:
             s3_host, s3_port = _host_port(settings.s3_endpoint_url)
             self.s3 = self._stack.enter_context(start_s3(s3_host, s3_port))
             lakefs_host, lakefs_port = _host_port(settings.lakefs_url)
+            # The emulator, like a lakeFS server, hands LAKEFSACTION_* variables to action files.
+            os.environ[SECRET_ENV] = settings.gatekeeper_secret.get_secret_value()
             self.lakefs = self._stack.enter_context(start_emulator(
                 settings.home.resolve() / "lakefs", settings.lakefs_access_key_id,
                 settings.lakefs_secret_access_key.get_secret_value(), lakefs_host, lakefs_port))
             slack_host, slack_port = _host_port(settings.slack_base_url)
             self.slack = self._stack.enter_context(start_slack_receiver(
                 slack_host, slack_port, token=settings.slack_bot_token.get_secret_value()))
+            if settings.gatekeeper_url:
+                self.gatekeeper = self._stack.enter_context(start_local_gatekeeper(settings))
             ensure_bucket(s3_client(settings), settings.landing_bucket)
         except BaseException:
             self._stack.close()

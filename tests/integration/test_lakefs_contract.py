@@ -8,8 +8,10 @@ observe from the emulator is something the real API is specified to return.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -59,6 +61,31 @@ def openapi() -> OpenAPI:
 def emulator(tmp_path: Path) -> Iterator[RunningEmulator]:
     with start_emulator(tmp_path / "lakefs", KEY, SECRET) as running:
         yield running
+
+
+@pytest.fixture
+def hook_url() -> Iterator[str]:
+    """A webhook receiver for the actions scenario: ``/ok`` answers 200, anything else 500."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200 if self.path.startswith("/ok") else 500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 @dataclass
@@ -166,13 +193,59 @@ def _scenario(rec: Recorder, upload_file: Path) -> None:
     rec.call(204, "DELETE", repo)
 
 
-def test_responses_validate_against_spec(openapi: OpenAPI, emulator: RunningEmulator, tmp_path: Path) -> None:
+def _actions_scenario(rec: Recorder, hook_url: str) -> None:
+    """Hooks: a passing pre-commit, a failing pre-merge (412), a broken action file (412), and the runs API."""
+    repo = f"/repositories/{REPO}-actions"
+    octet = {"Content-Type": "application/octet-stream"}
+    action = f"""
+name: contract gate
+on:
+  pre-commit:
+    branches: [main]
+  pre-merge:
+    branches: [main]
+hooks:
+  - id: gate
+    type: webhook
+    properties:
+      url: "{hook_url}/ok"
+      timeout: 5s
+""".encode()
+    rejecting = action.replace(b"on:\n  pre-commit:\n    branches: [main]\n", b"on:\n").replace(b"/ok", b"/no")
+    rec.call(201, "POST", "/repositories", json={"name": f"{REPO}-actions", "storage_namespace": "local://ca"})
+    upload = {"path": "_lakefs_actions/gate.yaml"}
+    rec.call(201, "POST", f"{repo}/branches/main/objects", params=upload, data=action, headers=octet)
+    commit = rec.call(201, "POST", f"{repo}/branches/main/commits", json={"message": "install gate"}).json()
+    rec.call(201, "POST", f"{repo}/branches", json={"name": "batch", "source": "main"})
+    rec.call(201, "POST", f"{repo}/branches/batch/objects", params=upload, data=rejecting, headers=octet)
+    rec.call(201, "POST", f"{repo}/branches/batch/commits", json={"message": "gate now rejects merges"})
+    rec.call(412, "POST", f"{repo}/refs/batch/merge/main", json={"metadata": {"batch": "b1"}})
+    broken = {"path": "_lakefs_actions/broken.yaml"}
+    rec.call(201, "POST", f"{repo}/branches/batch/objects", params=broken, data=b"on: [", headers=octet)
+    rec.call(412, "POST", f"{repo}/branches/batch/commits", json={"message": "broken action"})
+    runs = rec.call(200, "GET", f"{repo}/actions/runs").json()["results"]
+    assert [(r["event_type"], r["status"]) for r in runs] == [("pre-merge", "failed"), ("pre-commit", "completed")]
+    rec.call(200, "GET", f"{repo}/actions/runs", params={"branch": "main", "amount": 1})
+    rec.call(200, "GET", f"{repo}/actions/runs", params={"commit": commit["id"]})
+    run_id = runs[0]["run_id"]
+    rec.call(200, "GET", f"{repo}/actions/runs/{run_id}")
+    rec.call(404, "GET", f"{repo}/actions/runs/missing-run")
+    hooks = rec.call(200, "GET", f"{repo}/actions/runs/{run_id}/hooks").json()["results"]
+    rec.call(200, "GET", f"{repo}/actions/runs/{run_id}/hooks/{hooks[0]['hook_run_id']}/output")
+    rec.call(404, "GET", f"{repo}/actions/runs/{run_id}/hooks/9999_9999/output")
+    rec.call(204, "DELETE", repo)
+
+
+def test_responses_validate_against_spec(
+    openapi: OpenAPI, emulator: RunningEmulator, tmp_path: Path, hook_url: str
+) -> None:
     upload_file = tmp_path / "data.csv"
     upload_file.write_bytes(b"id,name\n1,a\n")
     with requests.Session() as session:
         session.auth = (KEY, SECRET)
         recorder = Recorder(emulator.api_url, session)
         _scenario(recorder, upload_file)
+        _actions_scenario(recorder, hook_url)
     failures = []
     for label, response in recorder.exchanges:
         errors = [
