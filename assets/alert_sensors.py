@@ -12,6 +12,7 @@ so a Slack outage or rate limit delays messages but loses none.
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
+from assets.factory import ALERTED_TAG
 from dagster_project import layout
 from dagster_project.alerts import Alert, AlertKind, check_alert, derive_dedupe_key, playbook_url
 from dagster_project.settings import Settings
@@ -86,7 +87,7 @@ def build_alert_sensors(tenants: TenantsConfig, settings: Settings) -> list[dg.S
     def batch_run_failure_alert_sensor(context: dg.RunFailureSensorContext, alerts: AlertsResource) -> None:
         run = context.dagster_run
         tenant, dataset = run.tags.get("trainyard/tenant"), run.tags.get("trainyard/dataset")
-        if tenant not in channels or not dataset:
+        if tenant not in channels or not dataset or run.tags.get(ALERTED_TAG):
             return
         evaluations = context.instance.all_logs(run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION)
         if any(not e.dagster_event.event_specific_data.passed

@@ -19,8 +19,10 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from assets.sensors import build_landing_sensor
 from dagster_project import layout, pipeline
+from dagster_project.alerts import merge_conflict_alert
 from dagster_project.gates import GATES, Gate, evaluate_and_record
 from dagster_project.ingest import read_gold_set
+from dagster_project.lakefs_repo import MergeConflict
 from dagster_project.layout import Stage
 from dagster_project.publish import approval_request, run_publish
 from dagster_project.quality.checks import CheckOutcome
@@ -49,6 +51,8 @@ STAGE_DESCRIPTIONS = {
                      "data training may read. Runs only after every blocking gate passed and the record counts "
                      "reconcile (records in = published + quarantined + duplicates).",
 }
+ALERTED_TAG = "trainyard/alerted"
+"""Set on a run whose failure already raised its own alert (the run-failure sensor then stays quiet)."""
 STAGE_KINDS = {
     Stage.RAW: {"python", "s3", "lakefs"},
     Stage.ANNOTATIONS: {"python", "lakefs", "labeling"},
@@ -182,9 +186,17 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
     def published(context: dg.AssetExecutionContext, lakefs: LakeFSResource,
                   alerts: AlertsResource) -> dg.MaterializeResult:
         batch = batch_for(context, lakefs)
-        outcome = run_publish(batch)
+        run_url = f"{settings.dagster_url.rstrip('/')}/runs/{context.run.run_id}"
+        try:
+            outcome = run_publish(batch)
+        except MergeConflict as exc:
+            alerts.router().raise_alert(merge_conflict_alert(
+                tenant=tenant.name, dataset=dataset.name, batch_id=batch.batch_id, branch=batch.branch,
+                error=str(exc), channel=tenant.slack_channel, playbook_base_url=alerts.playbook_base_url,
+                run_url=run_url))
+            context.instance.add_run_tags(context.run.run_id, {ALERTED_TAG: "merge_conflict"})
+            raise
         if outcome.status == "awaiting_approval":
-            run_url = f"{settings.dagster_url.rstrip('/')}/runs/{context.run.run_id}"
             alerts.router().raise_alert(approval_request(batch, outcome, alerts.playbook_base_url, run_url))
         metadata: dict[str, Any] = {"status": outcome.status, "lakefs_branch": batch.branch,
                                     "batch_commit": outcome.batch_commit}

@@ -7,18 +7,24 @@ CLI (``trainyard approve``) or from this job records the same audit row; whichev
 """
 
 # No `from __future__ import annotations`: Dagster inspects the real annotations of ops and sensors.
+from datetime import timedelta
+
 import dagster as dg
 
+from dagster_project.alerts import merge_conflict_alert
 from dagster_project.governance import Verdict
+from dagster_project.lakefs_repo import MergeConflict
 from dagster_project.pipeline import Batch
-from dagster_project.publish import NotAwaitingApproval, decide, merge_if_approved
+from dagster_project.publish import NotAwaitingApproval, cleanup_rejected_branches, decide, merge_if_approved
 from dagster_project.settings import Settings
 from dagster_project.tenants import TenantsConfig
 from resources.governance import GovernanceResource
 from resources.lakefs import LakeFSResource
+from resources.slack import AlertsResource
 
 DECISION_JOB = "data_owner_decision"
 MERGE_SENSOR = "approved_batch_merge_sensor"
+CLEANUP_JOB = "rejected_branch_cleanup"
 
 
 class DecisionConfig(dg.Config):
@@ -34,8 +40,9 @@ class DecisionConfig(dg.Config):
     reason: str = ""
 
 
-def build_governance_definitions(tenants: TenantsConfig,
-                                 settings: Settings) -> tuple[dg.JobDefinition, dg.SensorDefinition]:
+def build_governance_definitions(
+    tenants: TenantsConfig, settings: Settings,
+) -> tuple[list[dg.JobDefinition], list[dg.SensorDefinition], list[dg.ScheduleDefinition]]:
     @dg.op(description="Record a data owner's approval or rejection of a batch's publish candidate.")
     def record_decision(context: dg.OpExecutionContext, config: DecisionConfig, lakefs: LakeFSResource,
                         governance: GovernanceResource) -> None:
@@ -55,7 +62,7 @@ def build_governance_definitions(tenants: TenantsConfig,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Merges batches whose publish candidate has enough data-owner approvals into main.")
     def approved_batch_merge_sensor(context: dg.SensorEvaluationContext, lakefs: LakeFSResource,
-                                    governance: GovernanceResource) -> dg.SkipReason:
+                                    governance: GovernanceResource, alerts: AlertsResource) -> dg.SkipReason:
         store = governance.store()
         merged = []
         for tenant_name, dataset_name, batch_id in store.batches_with_decisions():
@@ -70,9 +77,29 @@ def build_governance_definitions(tenants: TenantsConfig,
             except NotAwaitingApproval as exc:
                 context.log.info(str(exc))
                 continue
+            except MergeConflict as exc:  # nothing merged; the branch stays for the data owner to resolve
+                alerts.router().raise_alert(merge_conflict_alert(
+                    tenant=tenant.name, dataset=dataset.name, batch_id=batch_id, branch=batch.branch, error=str(exc),
+                    channel=tenant.slack_channel, playbook_base_url=alerts.playbook_base_url, run_url=None))
+                continue
             if outcome.status == "published":
                 merged.append(f"{tenant_name}/{dataset_name} {batch_id} -> {outcome.version_tag}")
                 context.log.info(f"merged {merged[-1]} at {outcome.main_commit}")
         return dg.SkipReason(f"merged {len(merged)}: {', '.join(merged)}" if merged else "no newly approved batches")
 
-    return data_owner_decision, approved_batch_merge_sensor
+    @dg.op(description="Delete the lakeFS branches of batches rejected longer ago than the retention period.")
+    def delete_expired_rejected_branches(context: dg.OpExecutionContext, lakefs: LakeFSResource,
+                                         governance: GovernanceResource) -> None:
+        deleted = cleanup_rejected_branches(governance.store(), tenants, lakefs.repository,
+                                            timedelta(days=settings.rejected_branch_retention_days))
+        context.log.info(f"deleted {len(deleted)} rejected branch(es): {', '.join(deleted) or '-'}")
+
+    @dg.job(name=CLEANUP_JOB, description="Delete branches of rejected batches after the retention period "
+                                          f"({settings.rejected_branch_retention_days:g} days).")
+    def rejected_branch_cleanup() -> None:
+        delete_expired_rejected_branches()
+
+    cleanup_schedule = dg.ScheduleDefinition(job=rejected_branch_cleanup, cron_schedule="30 3 * * *",
+                                             default_status=dg.DefaultScheduleStatus.RUNNING,
+                                             name=f"{CLEANUP_JOB}_daily")
+    return [data_owner_decision, rejected_branch_cleanup], [approved_batch_merge_sensor], [cleanup_schedule]

@@ -813,3 +813,12 @@ def check_alert(*, tenant: str, dataset: str, batch_id: str | None, branch: str 
         details={"comparison": comparison, "worst_offenders": worst},
         playbook_url=playbook_url(kind, playbook_base_url), run_url=run_url, channel=channel,
     )
+
+
+def merge_conflict_alert(*, tenant: str, dataset: str, batch_id: str, branch: str, error: str, channel: str,
+                         playbook_base_url: str, run_url: str | None) -> Alert:
+    """The alert for a batch whose merge into main conflicted (nothing was merged; the branch is intact)."""
+    return Alert(kind=AlertKind.MERGE_CONFLICT, tenant=tenant, dataset=dataset, batch_id=batch_id, branch=branch,
+                 title=f"merge conflict publishing {tenant}/{dataset} batch {batch_id}", metric="merge",
+                 details={"error": error[:1500]}, channel=channel,
+                 playbook_url=playbook_url(AlertKind.MERGE_CONFLICT, playbook_base_url), run_url=run_url)

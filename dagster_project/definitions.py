@@ -67,12 +67,13 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings()
     tenants = load_tenants(settings.tenants_file)
     datasets = [build_dataset_definitions(tenant, dataset, settings) for tenant, dataset in tenants.datasets()]
-    decision_job, merge_sensor = build_governance_definitions(tenants, settings)
+    governance_jobs, governance_sensors, schedules = build_governance_definitions(tenants, settings)
     return dg.Definitions(
         assets=[a for d in datasets for a in d.assets],
         asset_checks=[c for d in datasets for c in d.asset_checks],
-        jobs=[*(d.job for d in datasets), decision_job],
-        sensors=[*(d.sensor for d in datasets), *build_alert_sensors(tenants, settings), merge_sensor],
+        jobs=[*(d.job for d in datasets), *governance_jobs],
+        sensors=[*(d.sensor for d in datasets), *build_alert_sensors(tenants, settings), *governance_sensors],
+        schedules=schedules,
         resources=build_resources(settings),
     )
 

@@ -145,3 +145,13 @@ class ApprovalStore:
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def rejected_batches(store: ApprovalStore, older_than: datetime) -> list[ApprovalRecord]:
+    """The latest rejection of every batch whose most recent decision is a rejection made before ``older_than``."""
+    latest: dict[tuple[str, str, str], ApprovalRecord] = {}
+    for tenant, dataset, batch_id in store.batches_with_decisions():
+        history = store.history(tenant, dataset, batch_id)
+        if history:
+            latest[(tenant, dataset, batch_id)] = history[-1]
+    return [r for r in latest.values() if r.verdict == Verdict.REJECT and r.decided_at < older_than]

@@ -28,6 +28,10 @@ def api_client(api_url: str, access_key_id: str, secret_access_key: str) -> lake
     return lakefs_sdk.ApiClient(configuration)
 
 
+class MergeConflict(RuntimeError):
+    """lakeFS refused a merge because the same paths changed on both sides; nothing was merged."""
+
+
 class LakeFSRepository:
     """One lakeFS repository (one per tenant)."""
 
@@ -65,6 +69,14 @@ class LakeFSRepository:
                 if exc.status != 409:
                     raise
             return self._branches.get_branch(self.name, branch).commit_id
+
+    def delete_branch(self, branch: str) -> bool:
+        """Delete a branch; False if it was already gone."""
+        try:
+            self._branches.delete_branch(self.name, branch)
+            return True
+        except NotFoundException:
+            return False
 
     def branch_exists(self, branch: str) -> bool:
         try:
@@ -167,7 +179,13 @@ class LakeFSRepository:
 
     def merge(self, source: str, destination: str, message: str, metadata: dict[str, str]) -> str:
         merge = lakefs_sdk.Merge(message=message, metadata=metadata)
-        return self._refs.merge_into_branch(self.name, source, destination, merge=merge).reference
+        try:
+            return self._refs.merge_into_branch(self.name, source, destination, merge=merge).reference
+        except ApiException as exc:
+            if exc.status == 409:
+                raise MergeConflict(f"merging {source} into {destination} in {self.name} conflicts: "
+                                    f"{exc.body or exc.reason}") from exc
+            raise
 
     def iter_tags(self, prefix: str = "") -> Iterator[lakefs_sdk.Ref]:
         after = ""

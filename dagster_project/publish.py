@@ -9,7 +9,9 @@ batch whose gates failed or never ran.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import lakefs_sdk
@@ -21,7 +23,7 @@ from dagster_project.conservation import ConservationError, ConservationReport, 
 from dagster_project.dedup import index_entries
 from dagster_project.gatekeeper import touches_actions
 from dagster_project.gates import blocking_gate_names, read_gate_results
-from dagster_project.governance import ApprovalState, ApprovalStore, Verdict
+from dagster_project.governance import ApprovalState, ApprovalStore, Verdict, rejected_batches
 from dagster_project.lakefs_repo import LakeFSRepository
 from dagster_project.layout import Stage
 from dagster_project.pipeline import (
@@ -32,6 +34,7 @@ from dagster_project.pipeline import (
     reason_counts,
     write_stage,
 )
+from dagster_project.tenants import TenantsConfig
 from dagster_project.versions import diff_published
 
 
@@ -208,3 +211,23 @@ def approval_request(batch: Batch, outcome: PublishOutcome, playbook_base_url: s
         playbook_url=playbook_url(AlertKind.APPROVAL_REQUESTED, playbook_base_url), run_url=run_url,
         channel=batch.tenant.approvals_channel,
     )
+
+
+def cleanup_rejected_branches(store: ApprovalStore, tenants: TenantsConfig,
+                              repo_for: Callable[[str], LakeFSRepository], retention: timedelta,
+                              now: datetime | None = None) -> list[str]:
+    """Delete branches of batches rejected more than ``retention`` ago (kept until then for forensics).
+
+    The approvals audit table keeps the decision forever; only the branch data goes.
+    """
+    cutoff = (now or datetime.now(UTC)) - retention
+    deleted = []
+    for record in rejected_batches(store, cutoff):
+        try:
+            tenant = tenants.tenant(record.tenant)
+        except KeyError:
+            continue
+        branch = layout.batch_branch(record.dataset, record.batch_id)
+        if repo_for(tenant.lakefs_repository).delete_branch(branch):
+            deleted.append(f"{tenant.lakefs_repository}/{branch}")
+    return deleted

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     """The URL lakeFS uses to reach the gatekeeper (installed in each tenant repository's action file)."""
     gatekeeper_secret: SecretStr = SecretStr("trainyard-gatekeeper-local")
 
+    rejected_branch_retention_days: float = 30.0
+    """Branches of rejected batches are kept this long for forensics, then deleted by the daily cleanup."""
+
     # Landing sensor.
     manifest_grace_minutes: float = 60.0
     """A drop with data files but no manifest.json after this long is ingested as fully quarantined."""

@@ -6,16 +6,26 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from dagster_project import layout
 from dagster_project.batch_runner import run_batch
 from dagster_project.governance import ApprovalStore, NotADataOwner, Verdict
 from dagster_project.ingest import read_gold_set
-from dagster_project.lakefs_repo import LakeFSRepository, api_client
+from dagster_project.lakefs_repo import LakeFSRepository, MergeConflict, api_client
 from dagster_project.pipeline import Batch
-from dagster_project.publish import NotAwaitingApproval, approval_request, decide, merge_if_approved, run_publish
+from dagster_project.publish import (
+    NotAwaitingApproval,
+    approval_request,
+    cleanup_rejected_branches,
+    decide,
+    merge_batch,
+    merge_if_approved,
+    run_publish,
+)
 from dagster_project.sample_data import build_drop, upload_drop, upload_gold_set
 from dagster_project.settings import Settings
 from dagster_project.tenants import TenantConfig, TenantsConfig
@@ -156,3 +166,38 @@ def test_cli_approve_refuses_strangers_and_records_owners(settings: Settings, s3
     versions = subprocess.run([trainyard, "versions", "northbank", "support_intents"], env=env,
                               capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert versions.returncode == 0 and "no published versions yet" in versions.stdout
+
+
+def test_rejected_branches_are_kept_for_the_retention_period_then_deleted(settings: Settings, s3,
+                                                                          tenants: TenantsConfig,
+                                                                          store: ApprovalStore) -> None:
+    tenant = owner_tenant(tenants)
+    batch = processed_batch(settings, s3, tenant, "wk54", seed=10)
+    decide(batch, store, OWNER_A, Verdict.REJECT, "wrong export")
+    config = tenants.model_copy(update={"tenants": [tenant]})
+    now = datetime.now(UTC)
+
+    assert cleanup_rejected_branches(store, config, lambda _: batch.repo, timedelta(days=30), now) == []
+    assert batch.repo.branch_exists(batch.branch)
+    deleted = cleanup_rejected_branches(store, config, lambda _: batch.repo, timedelta(days=30),
+                                        now + timedelta(days=31))
+    assert deleted == ["northbank/batch-support_intents-wk54"]
+    assert not batch.repo.branch_exists(batch.branch)
+    assert [r.verdict for r in store.history("northbank", "support_intents", "wk54")] == [Verdict.REJECT]
+
+
+def test_a_merge_conflict_loses_nothing(settings: Settings, s3, tenants: TenantsConfig) -> None:
+    batch = processed_batch(settings, s3, owner_tenant(tenants), "wk55", seed=11)
+    repo = batch.repo
+    # Another branch changes a path this batch also changed, and reaches main first.
+    shared_path = layout.stage_data_path("support_intents", "published", "wk55")
+    repo.ensure_branch("hotfix")
+    repo.put_bytes("hotfix", shared_path, b"conflicting content")
+    repo.commit("hotfix", "hotfix", {})
+    repo.merge("hotfix", "main", "hotfix", {})
+    head_before = repo.branch_head(batch.branch)
+
+    with pytest.raises(MergeConflict, match="conflict"):
+        merge_batch(batch, {})
+    assert repo.branch_head(batch.branch) == head_before  # the batch is intact for the data owner to resolve
+    assert list_versions(repo, "support_intents") == []
