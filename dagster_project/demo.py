@@ -22,13 +22,14 @@ import dagster as dg
 from lakefs_sdk.exceptions import ApiException
 
 from dagster_project import layout
-from dagster_project.alerts import AlertOutbox, OutboxStatus, format_blocks
+from dagster_project.alerts import AlertKind, AlertOutbox, OutboxStatus, format_blocks
 from dagster_project.devservices.local import LocalServices, s3_client
 from dagster_project.gates import read_gate_results
+from dagster_project.governance import ApprovalStore
 from dagster_project.lakefs_repo import LakeFSRepository, api_client
 from dagster_project.layout import Stage
 from dagster_project.pipeline import Batch
-from dagster_project.publish import find_published_version
+from dagster_project.publish import NotAwaitingApproval, find_published_version, publish_candidate
 from dagster_project.sample_data import DropPlan, build_drop, upload_drop, upload_gold_set
 from dagster_project.settings import Settings
 from dagster_project.tenants import DatasetConfig, TenantConfig, load_tenants
@@ -135,9 +136,34 @@ def _bad_batch_done(settings: Settings, instance: dg.DagsterInstance, target: Ta
     return any(m.status == OutboxStatus.SENT for m in _alert_messages(settings, dataset, BAD_DROP))
 
 
-def _wait(settings: Settings, good: list[Target], bad: Target) -> None:
+def _awaiting_approval(settings: Settings, tenant: TenantConfig, dataset: DatasetConfig) -> bool:
+    try:
+        publish_candidate(Batch(tenant, dataset, DEMO_DROP, _repo(settings, tenant)))
+        return True
+    except NotAwaitingApproval:
+        return False
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+
+
+def approve_as_data_owner(tenant: TenantConfig, dataset: DatasetConfig, env: dict[str, str]) -> None:
+    """What the data owner does after reading the approval request: the real CLI, as a separate process."""
+    owner = tenant.data_owners[0]
+    command = [str(Path(sys.executable).parent / "trainyard"), "approve", tenant.name, dataset.name, DEMO_DROP,
+               "--as", owner, "--reason", "demo: diff and gate results reviewed"]
+    print(f"  $ trainyard approve {tenant.name} {dataset.name} {DEMO_DROP} --as {owner} --reason ...", flush=True)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    print("\n".join(f"    {line}" for line in (result.stdout + result.stderr).strip().splitlines()), flush=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"trainyard approve failed with exit code {result.returncode}")
+
+
+def _wait(settings: Settings, good: list[Target], bad: Target, env: dict[str, str]) -> None:
     deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
     pending = list(good)
+    approved: set[str] = set()
     bad_done = False
     with dg.DagsterInstance.get() as instance:
         while pending or not bad_done:
@@ -145,6 +171,13 @@ def _wait(settings: Settings, good: list[Target], bad: Target) -> None:
                 if _published(settings, tenant, dataset):
                     print(f"  {tenant.name}/{dataset.name}: batch {DEMO_DROP} is on main", flush=True)
                     pending.remove((tenant, dataset))
+                    continue
+                key = f"{tenant.name}/{dataset.name}"
+                if key not in approved and _awaiting_approval(settings, tenant, dataset):
+                    print(f"  {key}: batch {DEMO_DROP} passed every gate and waits for data-owner approval",
+                          flush=True)
+                    approve_as_data_owner(tenant, dataset, env)
+                    approved.add(key)
                     continue
                 run = _latest_run(instance, tenant, dataset, DEMO_DROP)
                 if run is not None and run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
@@ -227,6 +260,24 @@ def summary_lines(settings: Settings, tenant: TenantConfig, dataset: DatasetConf
                  f"{c.get('quarantined')} + duplicates {c.get('duplicates')}  "
                  f"{'balanced' if c.get('balanced') else 'NOT BALANCED'}")
     lines.append(f"  main: commit {main_commit}  tag {tag}")
+    if dataset.publish.policy == "owner":
+        lines += _approval_lines(settings, tenant, dataset)
+    return lines
+
+
+def _approval_lines(settings: Settings, tenant: TenantConfig, dataset: DatasetConfig) -> list[str]:
+    lines = []
+    for message in _alert_messages(settings, dataset, DEMO_DROP):
+        if message.kind == AlertKind.APPROVAL_REQUESTED:
+            text, _ = format_blocks(message.alert)
+            lines.append(f"  slack {message.channel} [{message.status.value}]: {text.splitlines()[0]}")
+    store = ApprovalStore(settings.resolved_database_url, schema=settings.database_schema)
+    try:
+        for record in store.history(tenant.name, dataset.name, DEMO_DROP):
+            lines.append(f"  {record.verdict.value}d by {record.actor} on commit {record.commit_id} "
+                         f"({record.reason})")
+    finally:
+        store.dispose()
     return lines
 
 
@@ -240,6 +291,8 @@ def blocked_summary_lines(settings: Settings, tenant: TenantConfig, dataset: Dat
     on_main = find_published_version(batch.repo, dataset.name, BAD_DROP)
     lines.append(f"  main: {'REACHED MAIN' if on_main else 'untouched (the batch stays on its branch)'}")
     for message in _alert_messages(settings, dataset, BAD_DROP):
+        if message.kind != AlertKind.GATE_FAILED:
+            continue
         text, _ = format_blocks(message.alert)
         lines.append(f"  slack {message.channel} [{message.status.value}]: {text.splitlines()[0]}")
         lines += [f"      {line}" for line in text.splitlines()[1:]]
@@ -282,7 +335,7 @@ def run_demo(settings: Settings | None = None) -> int:
             with open(log_path, "ab") as log:
                 daemon = subprocess.Popen(daemon_cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
                 try:
-                    _wait(settings, targets, bad)
+                    _wait(settings, targets, bad, env)
                 finally:
                     daemon.terminate()
                     try:

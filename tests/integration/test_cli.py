@@ -69,5 +69,6 @@ def test_check_config_names_file_tenant_dataset_and_field(tmp_path: Path) -> Non
     assert good.returncode == 0
     assert good.stdout.splitlines() == [
         "northbank/support_intents: 5 fields, 5 labels, k=3, vendors simwork_uk, publish auto",
+        "northbank/complaints: 4 fields, 4 labels, k=3, vendors simwork_uk, publish owner",
         "stahlwerk/defect_reports: 6 fields, 6 labels, k=3, vendors simwork_eu, publish auto",
     ]

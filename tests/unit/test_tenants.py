@@ -53,8 +53,11 @@ def test_example_file_loads_two_tenants_with_their_datasets(example_config: Tena
     assert [t.name for t in example_config.tenants] == ["northbank", "stahlwerk"]
     assert [(t.name, d.name) for t, d in example_config.datasets()] == [
         ("northbank", "support_intents"),
+        ("northbank", "complaints"),
         ("stahlwerk", "defect_reports"),
     ]
+    complaints = example_config.tenant("northbank").dataset("complaints")
+    assert (complaints.publish.policy, complaints.publish.required_approvals) == ("owner", 1)
     assert example_config.tenant("stahlwerk").landing_prefix == "stahlwerk/drops"
     assert example_config.tenant("northbank").data_owners == [
         "priya.shah@northbank.example",
