@@ -10,12 +10,14 @@ operator sees each client's pipeline on its own and each batch as a partition. T
 # functions to find the context and resource parameters.
 
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from lakefs_sdk.exceptions import ApiException
 
 from assets.sensors import build_landing_sensor
 from dagster_project import layout, pipeline
@@ -28,6 +30,7 @@ from dagster_project.publish import approval_request, run_publish
 from dagster_project.quality.checks import CheckOutcome
 from dagster_project.settings import Settings
 from dagster_project.tenants import DatasetConfig, TenantConfig
+from dagster_project.versions import export_key, list_versions, training_manifest
 from resources.lakefs import LakeFSResource
 from resources.object_storage import ObjectStorageResource
 from resources.slack import AlertsResource
@@ -51,6 +54,7 @@ STAGE_DESCRIPTIONS = {
                      "data training may read. Runs only after every blocking gate passed and the record counts "
                      "reconcile (records in = published + quarantined + duplicates).",
 }
+VERSION_TAG = "trainyard/version"
 ALERTED_TAG = "trainyard/alerted"
 """Set on a run whose failure already raised its own alert (the run-failure sensor then stays quiet)."""
 STAGE_KINDS = {
@@ -64,8 +68,8 @@ STAGE_KINDS = {
 class DatasetDefinitions:
     assets: list[dg.AssetsDefinition]
     asset_checks: list[dg.AssetChecksDefinition]
-    job: UnresolvedAssetJobDefinition
-    sensor: dg.SensorDefinition
+    jobs: list[UnresolvedAssetJobDefinition]
+    sensors: list[dg.SensorDefinition]
     partitions_def: dg.DynamicPartitionsDefinition
 
 
@@ -210,9 +214,66 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
         context.log.info(f"batch {batch.batch_id}: {outcome.status} {outcome.version_tag or ''}")
         return dg.MaterializeResult(metadata=metadata)
 
+    @dg.asset(
+        key=dg.AssetKey([tenant.name, dataset.name, "training_manifest"]),
+        deps=[key(Stage.PUBLISHED)],
+        group_name=group,
+        owners=list(tenant.data_owners),
+        kinds={"python", "lakefs", "s3"},
+        description="The newest published version as training reads it: the pinned lakeFS commit, the exact "
+                    "files and the lineage, exported as JSON next to the client's drops (exports/versions/). "
+                    "Materialized by the version sensor whenever a new version is tagged.",
+        tags={"trainyard/tenant": tenant.name, "trainyard/dataset": dataset.name},
+    )
+    def training_manifest_asset(context: dg.AssetExecutionContext, lakefs: LakeFSResource,
+                                landing: ObjectStorageResource) -> dg.MaterializeResult:
+        repo = lakefs.repository(tenant.lakefs_repository)
+        versions = list_versions(repo, dataset.name)
+        if not versions:
+            raise dg.Failure(f"{tenant.name}/{dataset.name} has no published version yet")
+        wanted = context.run.tags.get(VERSION_TAG)
+        version = next((v for v in versions if v.tag == wanted), versions[-1])
+        manifest = training_manifest(repo, dataset.name, version)
+        body = json.dumps(manifest, indent=2).encode("utf-8")
+        s3 = landing.client()
+        for name in (version.tag.rsplit("/", 1)[1], "latest" if version == versions[-1] else None):
+            if name:
+                s3.put_object(Bucket=landing.landing_bucket,
+                              Key=export_key(tenant.landing_prefix, dataset.name, name), Body=body)
+        return dg.MaterializeResult(metadata={
+            "version": version.tag, "version_number": version.number, "commit_id": version.commit_id,
+            "files": len(manifest["files"]), "batch_records": version.published_records})
+
+    version_job = dg.define_asset_job(
+        name=f"{tenant.name}__{dataset.name}__version_job",
+        selection=dg.AssetSelection.assets(training_manifest_asset),
+        executor_def=dg.in_process_executor,
+        description=f"Export the training manifest of a new {tenant.name}/{dataset.name} version.",
+    )
+
+    @dg.sensor(name=f"{tenant.name}__{dataset.name}__version_sensor", job=version_job,
+               minimum_interval_seconds=settings.sensor_interval_seconds,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Triggers what depends on a dataset version (the training manifest) when a new "
+                           f"{dataset.name}/v<N> tag appears on main.")
+    def version_sensor(context: dg.SensorEvaluationContext, lakefs: LakeFSResource) -> dg.SensorResult:
+        seen = int(context.cursor or 0)
+        try:
+            versions = list_versions(lakefs.repository(tenant.lakefs_repository), dataset.name)
+        except ApiException as exc:
+            if exc.status == 404:  # the repository appears with the first batch
+                return dg.SensorResult(skip_reason="no repository yet")
+            raise
+        new = [v for v in versions if v.number > seen]
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=v.tag, tags={VERSION_TAG: v.tag}) for v in new],
+            cursor=str(max([seen, *(v.number for v in new)])),
+            skip_reason=None if new else f"no version after v{seen}",
+        )
+
     job = dg.define_asset_job(
         name=layout.job_name(tenant.name, dataset.name),
-        selection=dg.AssetSelection.groups(group),
+        selection=dg.AssetSelection.assets(*(key(stage) for stage in Stage)),
         partitions_def=partitions_def,
         description=f"Process one landing drop of {tenant.name}/{dataset.name} from raw to published.",
         # A batch's stages are sequential and share the batch branch; one process per run avoids paying a
@@ -222,9 +283,10 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
     )
     sensor = build_landing_sensor(tenant, dataset, job, partitions_def, settings)
     return DatasetDefinitions(
-        assets=[raw, clean, pii, dedup, labeling_tasks, annotations, consolidated_labels, published],
+        assets=[raw, clean, pii, dedup, labeling_tasks, annotations, consolidated_labels, published,
+                training_manifest_asset],
         asset_checks=[gate_check(g) for g in GATES],
-        job=job,
-        sensor=sensor,
+        jobs=[job, version_job],
+        sensors=[sensor, version_sensor],
         partitions_def=partitions_def,
     )

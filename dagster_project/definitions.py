@@ -71,8 +71,9 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[a for d in datasets for a in d.assets],
         asset_checks=[c for d in datasets for c in d.asset_checks],
-        jobs=[*(d.job for d in datasets), *governance_jobs],
-        sensors=[*(d.sensor for d in datasets), *build_alert_sensors(tenants, settings), *governance_sensors],
+        jobs=[*(j for d in datasets for j in d.jobs), *governance_jobs],
+        sensors=[*(sensor for d in datasets for sensor in d.sensors), *build_alert_sensors(tenants, settings),
+                 *governance_sensors],
         schedules=schedules,
         resources=build_resources(settings),
     )

@@ -83,3 +83,22 @@ def diff_published(repo: LakeFSRepository, dataset: str, left: str, right: str) 
     return VersionDiff(left_ref, right_ref, added=len(b.index.difference(a.index)),
                        removed=len(a.index.difference(b.index)), relabelled=relabelled,
                        unchanged=len(common) - relabelled, label_counts=counts.sort_index())
+
+
+def training_manifest(repo: LakeFSRepository, dataset: str, version: Version) -> dict[str, object]:
+    """What a training job needs to read a version reproducibly: the pinned commit and the exact files."""
+    files = [p for p in repo.list_paths(version.commit_id, layout.published_prefix(dataset)) if p.endswith(".parquet")]
+    lineage = {k.removeprefix("trainyard."): v for k, v in repo.get_commit(version.commit_id).metadata.items()
+               if k.startswith("trainyard.")}
+    return {
+        "repository": repo.name, "dataset": dataset, "version": version.tag, "commit_id": version.commit_id,
+        "created_at": version.created_at.isoformat(), "batch_id": version.batch_id,
+        "published_records_in_batch": version.published_records, "files": files,
+        "read_with": {"lakefs_sdk": f"ObjectsApi.get_object('{repo.name}', '{version.commit_id}', <file>)",
+                      "s3_gateway": f"s3://{repo.name}/{version.commit_id}/<file>"},
+        "lineage": lineage,
+    }
+
+
+def export_key(landing_prefix: str, dataset: str, name: str) -> str:
+    return f"{landing_prefix}/{dataset}/exports/versions/{name}.json"

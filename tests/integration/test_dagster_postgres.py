@@ -7,6 +7,7 @@ instance API and straight from the PostgreSQL tables, so it proves where Dagster
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -97,12 +98,28 @@ def test_batch_runs_through_dagster_on_postgres(settings: Settings, s3, postgres
         history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=5)
         assert [h.status for h in history] == [AssetCheckExecutionRecordStatus.SUCCEEDED], gate.name
 
+    # A new version triggers what depends on it: the version sensor requests the training-manifest export.
+    version_sensor = defs.resolve_sensor_def(f"{tenant}__{dataset}__version_sensor")
+    context = dg.build_sensor_context(instance=instance, resources=defs.resources)
+    sensed = version_sensor(context)
+    assert [r.tags["trainyard/version"] for r in sensed.run_requests] == ["support_intents/v1"]
+    export = defs.resolve_job_def(f"{tenant}__{dataset}__version_job").execute_in_process(
+        instance=instance, tags=sensed.run_requests[0].tags)
+    assert export.success
+    manifest = json.loads(s3.get_object(Bucket=settings.landing_bucket,
+                                        Key="northbank/support_intents/exports/versions/v1.json")["Body"].read())
+    assert manifest["commit_id"] == published["main_commit"].value and manifest["version"] == "support_intents/v1"
+    assert manifest["files"] == [f"datasets/support_intents/published/batch={batch_id}/data.parquet"]
+    again = version_sensor(dg.build_sensor_context(instance=instance, resources=defs.resources,
+                                                   cursor=sensed.cursor))
+    assert again.run_requests == []
+
     # ... and the instance is PostgreSQL: the same facts, read with SQL.
     with postgres_connection.cursor() as cursor:
-        cursor.execute("SELECT run_id, status FROM runs")
-        assert cursor.fetchall() == [(result.run_id, "SUCCESS")]
+        cursor.execute("SELECT run_id, status FROM runs ORDER BY create_timestamp")
+        assert cursor.fetchall() == [(result.run_id, "SUCCESS"), (export.run_id, "SUCCESS")]
         cursor.execute("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
-                       "AND partition = %s", (batch_id,))
+                       "AND partition = %s", (batch_id,))  # one per stage; the manifest is not partitioned
         assert cursor.fetchone()[0] == len(STAGES)
         cursor.execute("SELECT check_name, execution_status FROM asset_check_executions ORDER BY check_name")
         assert cursor.fetchall() == sorted((g.name, "SUCCEEDED") for g in GATES)
