@@ -9,13 +9,16 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from dagster_project import layout
 from dagster_project.batch_runner import run_batch
+from dagster_project.definitions import build_definitions
 from dagster_project.governance import ApprovalStore, NotADataOwner, Verdict
 from dagster_project.ingest import read_gold_set
 from dagster_project.lakefs_repo import LakeFSRepository, MergeConflict, api_client
+from dagster_project.layout import Stage
 from dagster_project.pipeline import Batch
 from dagster_project.publish import (
     NotAwaitingApproval,
@@ -201,3 +204,42 @@ def test_a_merge_conflict_loses_nothing(settings: Settings, s3, tenants: Tenants
         merge_batch(batch, {})
     assert repo.branch_head(batch.branch) == head_before  # the batch is intact for the data owner to resolve
     assert list_versions(repo, "support_intents") == []
+
+
+def test_launchpad_decision_job_and_version_commands(settings: Settings, s3, tenants: TenantsConfig,
+                                                     tmp_path: Path, postgres_database: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Dagster launchpad job records the same decision as the CLI; `versions` and `diff` describe the result."""
+    def owner_policy(raw: dict) -> None:
+        raw["tenants"][0]["datasets"][0]["publish"] = {"policy": "owner"}
+
+    database_url = f"postgresql+psycopg2://{PG_USER}:{PG_PASSWORD}@{PG_HOST}:{PG_PORT}/{postgres_database}"
+    monkeypatch.setenv("TRAINYARD_TENANTS_FILE", str(write_tenants(tmp_path / "tenants.yaml", owner_policy)))
+    monkeypatch.setenv("TRAINYARD_DATABASE_URL", database_url)
+    batch = processed_batch(settings, s3, owner_tenant(tenants), "wk56", seed=12)
+    defs = build_definitions(Settings())
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("data_owner_decision").execute_in_process(instance=instance, run_config={
+            "ops": {"record_decision": {"config": {"tenant": "northbank", "dataset": "support_intents",
+                                                   "batch_id": "wk56", "actor": OWNER_A, "verdict": "approve",
+                                                   "reason": "from the launchpad"}}}})
+    assert result.success
+    store = ApprovalStore(database_url)
+    try:
+        [record] = store.history("northbank", "support_intents", "wk56")
+        assert (record.actor, record.reason) == (OWNER_A, "from the launchpad")
+        assert merge_if_approved(batch, store).version_tag == "support_intents/v1"
+    finally:
+        store.dispose()
+
+    env = {**os.environ}
+    trainyard = str(Path(sys.executable).parent / "trainyard")
+    versions = subprocess.run([trainyard, "versions", "northbank", "support_intents"], env=env,
+                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    [line] = versions.stdout.splitlines()
+    assert line.startswith("support_intents/v1") and "batch wk56" in line
+    assert batch.repo.get_commit("support_intents/v1").id in line
+    diff = subprocess.run([trainyard, "diff", "northbank", "support_intents", batch.repo.log("main")[-1].id, "v1"],
+                          env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    published = len(batch.read(Stage.PUBLISHED))
+    assert diff.returncode == 0 and f"+{published} records, -0 records, 0 relabelled" in diff.stdout
