@@ -32,6 +32,10 @@ def cmd_services(args: argparse.Namespace) -> int:
         print(f"S3 (moto) on {services.s3.url if services.s3 else '-'}, bucket {settings.landing_bucket}", flush=True)
         print(f"lakeFS emulator on {settings.lakefs_api_url} (data in {settings.home.resolve() / 'lakefs'})",
               flush=True)
+        if services.slack is not None:
+            print(f"Slack receiver on {services.slack.base_url}", flush=True)
+        if services.gatekeeper is not None:
+            print(f"gatekeeper on {services.gatekeeper.url}", flush=True)
         print("Ctrl-C to stop.", flush=True)
         _wait_for_signal()
     return 0
