@@ -31,6 +31,7 @@ from dagster_project.quality.checks import CheckOutcome
 from dagster_project.settings import Settings
 from dagster_project.tenants import DatasetConfig, TenantConfig
 from dagster_project.versions import export_key, list_versions, training_manifest
+from resources.governance import GovernanceResource
 from resources.lakefs import LakeFSResource
 from resources.object_storage import ObjectStorageResource
 from resources.slack import AlertsResource
@@ -187,12 +188,12 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
 
     @stage_asset(Stage.PUBLISHED, Stage.CONSOLIDATED_LABELS,
                  freshness_policy=dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=dataset.freshness_sla_hours)))
-    def published(context: dg.AssetExecutionContext, lakefs: LakeFSResource,
-                  alerts: AlertsResource) -> dg.MaterializeResult:
+    def published(context: dg.AssetExecutionContext, lakefs: LakeFSResource, alerts: AlertsResource,
+                  governance: GovernanceResource) -> dg.MaterializeResult:
         batch = batch_for(context, lakefs)
         run_url = f"{settings.dagster_url.rstrip('/')}/runs/{context.run.run_id}"
         try:
-            outcome = run_publish(batch)
+            outcome = run_publish(batch, governance.store())
         except MergeConflict as exc:
             alerts.router().raise_alert(merge_conflict_alert(
                 tenant=tenant.name, dataset=dataset.name, batch_id=batch.batch_id, branch=batch.branch,

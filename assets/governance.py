@@ -82,6 +82,9 @@ def build_governance_definitions(
                     tenant=tenant.name, dataset=dataset.name, batch_id=batch_id, branch=batch.branch, error=str(exc),
                     channel=tenant.slack_channel, playbook_base_url=alerts.playbook_base_url, run_url=None))
                 continue
+            except Exception as exc:  # one broken batch must not stop every other batch from merging
+                context.log.warning(f"{tenant_name}/{dataset_name} {batch_id}: not merged: {exc}")
+                continue
             if outcome.status == "published":
                 merged.append(f"{tenant_name}/{dataset_name} {batch_id} -> {outcome.version_tag}")
                 context.log.info(f"merged {merged[-1]} at {outcome.main_commit}")

@@ -14,6 +14,7 @@ import pandas as pd
 
 from dagster_project import pipeline
 from dagster_project.gates import GATES, evaluate_and_record
+from dagster_project.governance import ApprovalStore
 from dagster_project.layout import Stage
 from dagster_project.publish import PublishOutcome, run_publish
 from dagster_project.quality.checks import CheckOutcome
@@ -29,7 +30,8 @@ class BatchRun:
 
 
 def run_batch(batch: pipeline.Batch, s3: Any, landing_bucket: str, storage_namespace: str,
-              vendors: dict[str, VendorClient], gold_set: pd.DataFrame, publish: bool = True) -> BatchRun:
+              vendors: dict[str, VendorClient], gold_set: pd.DataFrame, publish: bool = True,
+              store: ApprovalStore | None = None) -> BatchRun:
     steps = {
         Stage.RAW: lambda: pipeline.run_raw(batch, s3, landing_bucket, storage_namespace),
         Stage.CLEAN: lambda: pipeline.run_clean(batch),
@@ -50,5 +52,5 @@ def run_batch(batch: pipeline.Batch, s3: Any, landing_bucket: str, storage_names
         if run.blocked_by:
             return run
     if publish:
-        run.published = run_publish(batch)
+        run.published = run_publish(batch, store)
     return run

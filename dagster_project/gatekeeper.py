@@ -98,7 +98,12 @@ def evaluate_merge(payload: dict[str, Any], repo_for: Callable[[str], LakeFSRepo
         dataset = tenant.dataset(dataset_name)
     except KeyError:
         return MergeDecision(False, f"dataset {dataset_name!r} is not configured for tenant {tenant.name}")
-    gates = json.loads(metadata.get("trainyard.gates", "{}"))
+    recorded = store.candidate(commit_id)
+    if recorded is None or (recorded["tenant"], recorded["dataset"], recorded["batch_id"]) != (
+            tenant.name, dataset_name, batch_id):
+        return MergeDecision(False, f"commit {commit_id[:12]} was not committed by Trainyard as the publish candidate "
+                                    f"of batch {batch_id} (commit metadata alone is not trusted)")
+    gates = recorded["gates"]
     failed = [name for name in blocking_gate_names() if not gates.get(name, {}).get("passed")]
     if failed:
         return MergeDecision(False, f"batch {batch_id}: gates failed or missing on commit {commit_id[:12]}: "
@@ -138,6 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != WEBHOOK_PATH:
             self._answer(HTTPStatus.NOT_FOUND, {"error": "not found"})
             return
+        payload: Any = {}
         secret = self.headers.get(SECRET_HEADER, "")
         if not hmac.compare_digest(secret.encode(), self.server.secret.encode()):
             self._answer(HTTPStatus.UNAUTHORIZED, {"allowed": False, "reason": "missing or wrong shared secret"})

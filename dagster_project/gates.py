@@ -166,8 +166,10 @@ def evaluate_agreement(batch: Batch) -> CheckOutcome:
     votes = majority_vote(judgements).sort_values("confidence").head(10)
     worst = [{"item_id": r.item_id, "majority_label": r.label, "confidence": round(float(r.confidence), 4)}
              for r in votes.itertuples()]
-    worst.append({"percent_agreement": round(percent_agreement(judgements), 4)})
-    value = 0.0 if pd.isna(alpha) else round(float(alpha), 4)
+    observed = percent_agreement(judgements)
+    worst.append({"percent_agreement": round(observed, 4)})
+    # Alpha is 0/0 when a batch holds a single label and everyone agrees: perfect agreement, not a failure.
+    value = (1.0 if observed == 1.0 else 0.0) if pd.isna(alpha) else round(float(alpha), 4)
     return CheckOutcome("agreement", bool(sample_size and value >= threshold), value, threshold, ">=",
                         sample_size, worst)
 

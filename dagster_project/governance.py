@@ -19,6 +19,7 @@ from dagster_project.db import create_tables, make_engine
 from dagster_project.tenants import DatasetConfig, TenantConfig
 
 APPROVALS_TABLE = "trainyard_approvals"
+CANDIDATES_TABLE = "trainyard_publish_candidates"
 
 
 class Verdict(StrEnum):
@@ -88,7 +89,35 @@ class ApprovalStore:
             sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
             sa.Index(f"ix_{APPROVALS_TABLE}_batch", "tenant", "dataset", "batch_id"),
         )
+        # Publish candidates as Trainyard committed them: the gatekeeper trusts this record, never commit metadata
+        # (anyone with write access to lakeFS can set metadata on a commit).
+        self.candidates = sa.Table(
+            CANDIDATES_TABLE, self.metadata,
+            sa.Column("commit_id", sa.String(64), primary_key=True),
+            sa.Column("tenant", sa.String(64), nullable=False),
+            sa.Column("dataset", sa.String(64), nullable=False),
+            sa.Column("batch_id", sa.String(128), nullable=False),
+            sa.Column("gates", sa.JSON(), nullable=False),
+            sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        )
         create_tables(self.engine, self.metadata, schema)
+
+    def record_candidate(self, tenant: str, dataset: str, batch_id: str, commit_id: str,
+                         gates: dict[str, dict]) -> None:
+        """Remember that Trainyard itself committed ``commit_id`` as a publish candidate with these gate results."""
+        with self.engine.begin() as conn:
+            exists = conn.execute(sa.select(self.candidates.c.commit_id)
+                                  .where(self.candidates.c.commit_id == commit_id)).first()
+            if exists is None:
+                conn.execute(sa.insert(self.candidates).values(
+                    commit_id=commit_id, tenant=tenant, dataset=dataset, batch_id=batch_id, gates=gates,
+                    recorded_at=datetime.now(UTC)))
+
+    def candidate(self, commit_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(self.candidates).where(self.candidates.c.commit_id == commit_id)).mappings()
+            found = row.first()
+        return dict(found) if found else None
 
     def dispose(self) -> None:
         self.engine.dispose()

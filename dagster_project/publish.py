@@ -16,6 +16,7 @@ from typing import Any
 
 import lakefs_sdk
 import pandas as pd
+from lakefs_sdk.exceptions import NotFoundException
 
 from dagster_project import layout
 from dagster_project.alerts import Alert, AlertKind, playbook_url
@@ -79,7 +80,7 @@ def check_gates(batch: Batch) -> list[dict[str, Any]]:
     return results
 
 
-def run_publish(batch: Batch) -> PublishOutcome:
+def run_publish(batch: Batch, store: ApprovalStore | None = None) -> PublishOutcome:
     """Reconcile, commit the batch with its lineage and gate results, and merge it into main if policy allows."""
     already = find_published_version(batch.repo, batch.dataset.name, batch.batch_id)
     if already is not None:
@@ -113,10 +114,27 @@ def run_publish(batch: Batch) -> PublishOutcome:
         {g["name"]: {"value": g["value"], "threshold": g["threshold"], "passed": g["passed"]} for g in gates},
         sort_keys=True)}
     batch_commit = batch.commit(Stage.PUBLISHED, "publish candidate", lineage)
+    if store is not None:  # the record the gatekeeper checks before letting this commit into main
+        store.record_candidate(batch.tenant.name, batch.dataset.name, batch.batch_id, batch_commit,
+                               json.loads(lineage["gates"]))
     if batch.dataset.publish.policy != "auto":
         return PublishOutcome("awaiting_approval", batch_commit, report, summary=summary)
     main_commit, tag = merge_batch(batch, lineage)
     return PublishOutcome("published", batch_commit, report, main_commit, tag, summary)
+
+
+MERGE_LOOKBACK = 1000
+"""How many recent commits of main are searched for an untagged merge of a batch."""
+
+
+def merged_commit(batch: Batch) -> str | None:
+    """The merge commit on main that published this batch, if one exists (tagged or not)."""
+    for commit in batch.repo.log(layout.MAIN_BRANCH, amount=MERGE_LOOKBACK):
+        meta = commit.metadata or {}
+        if len(commit.parents) == 2 and meta.get("trainyard.batch_id") == batch.batch_id and \
+                meta.get("trainyard.dataset") == batch.dataset.name:
+            return commit.id
+    return None
 
 
 def merge_batch(batch: Batch, lineage: dict[str, Any]) -> tuple[str, str]:
@@ -128,8 +146,9 @@ def merge_batch(batch: Batch, lineage: dict[str, Any]) -> tuple[str, str]:
     metadata = {"trainyard.tenant": batch.tenant.name, "trainyard.dataset": batch.dataset.name,
                 "trainyard.batch_id": batch.batch_id, "trainyard.dagster_run_id": batch.run_id,
                 **{f"trainyard.{k}": str(v) for k, v in lineage.items()}}
-    main_commit = batch.repo.merge(batch.branch, layout.MAIN_BRANCH,
-                                   f"publish {batch.dataset.name} batch {batch.batch_id}", metadata)
+    # A run that died between merging and tagging left the merge on main: tag that commit, never merge twice.
+    main_commit = merged_commit(batch) or batch.repo.merge(
+        batch.branch, layout.MAIN_BRANCH, f"publish {batch.dataset.name} batch {batch.batch_id}", metadata)
     while True:  # another dataset may take a version number between our read and our create
         tag = layout.version_tag(batch.dataset.name, next_version(batch.repo, batch.dataset.name))
         if batch.repo.create_tag(tag, main_commit):
@@ -143,7 +162,10 @@ class NotAwaitingApproval(RuntimeError):
 
 def publish_candidate(batch: Batch) -> lakefs_sdk.Commit:
     """The branch head, if it is the batch's publish candidate (committed by the publish step, gates passed)."""
-    head = batch.repo.get_commit(batch.repo.branch_head(batch.branch))
+    try:
+        head = batch.repo.get_commit(batch.repo.branch_head(batch.branch))
+    except NotFoundException as exc:
+        raise NotAwaitingApproval(f"batch {batch.batch_id}: branch {batch.branch} does not exist") from exc
     if head.metadata.get("trainyard.stage") != Stage.PUBLISHED or head.metadata.get("trainyard.batch_id") != \
             batch.batch_id:
         raise NotAwaitingApproval(

@@ -5,6 +5,7 @@ merge. Real HTTP everywhere: lakeFS emulator, gatekeeper, moto S3, PostgreSQL.""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -21,6 +22,7 @@ from dagster_project.gatekeeper import (
     install_gate,
     start_gatekeeper,
 )
+from dagster_project.gates import GATES
 from dagster_project.governance import ApprovalStore, Verdict
 from dagster_project.ingest import read_gold_set
 from dagster_project.lakefs_repo import LakeFSRepository, api_client
@@ -75,7 +77,7 @@ def gated(settings: Settings, tenants: TenantsConfig, store: ApprovalStore,
 
 
 def processed(settings: Settings, s3, tenant: TenantConfig, dataset: DatasetConfig, batch_id: str,
-              publish: bool = True, **drop: object) -> Batch:
+              store: ApprovalStore, publish: bool = True, **drop: object) -> Batch:
     upload_drop(s3, settings.landing_bucket, build_drop(tenant, dataset, batch_id, 200, seed=hash(batch_id) % 97,
                                                         **drop))
     upload_gold_set(s3, settings.landing_bucket, tenant, dataset)
@@ -83,7 +85,7 @@ def processed(settings: Settings, s3, tenant: TenantConfig, dataset: DatasetConf
                          dataset.record_schema.text_field, dataset.labels)
     batch = Batch(tenant, dataset, batch_id, LakeFSRepository(client(settings), tenant.lakefs_repository), "gate")
     vendors = {v.name: build_vendor(v, settings.home / "vendors") for v in dataset.vendors}
-    run_batch(batch, s3, settings.landing_bucket, f"local://gate/{batch.repo.name}", vendors, gold, publish)
+    run_batch(batch, s3, settings.landing_bucket, f"local://gate/{batch.repo.name}", vendors, gold, publish, store)
     return batch
 
 
@@ -92,22 +94,22 @@ def merge_by_hand(settings: Settings, batch: Batch) -> None:
     lakefs_sdk.RefsApi(client(settings)).merge_into_branch(batch.repo.name, batch.branch, "main")
 
 
-def test_gated_auto_batch_merges_through_the_gatekeeper(settings: Settings, s3, gated) -> None:
+def test_gated_auto_batch_merges_through_the_gatekeeper(settings: Settings, s3, gated, store: ApprovalStore) -> None:
     gatekeeper, config = gated
     tenant = config.tenant("stahlwerk")
-    batch = processed(settings, s3, tenant, tenant.datasets[0], "auto-1")
+    batch = processed(settings, s3, tenant, tenant.datasets[0], "auto-1", store)
     assert batch.repo.get_bytes("main", ACTION_PATH) is not None
     [(payload, decision)] = gatekeeper.decisions
     assert decision.allowed and payload["branch_id"] == "main" and payload["repository_id"] == "stahlwerk"
     assert "every gate passed" in decision.reason
 
 
-def test_failing_batch_merged_by_hand_is_refused(settings: Settings, s3, gated) -> None:
+def test_failing_batch_merged_by_hand_is_refused(settings: Settings, s3, gated, store: ApprovalStore) -> None:
     gatekeeper, config = gated
     tenant = config.tenant("stahlwerk")
     sloppy = tenant.datasets[0].model_copy(update={"vendors": [tenant.datasets[0].vendors[0].model_copy(
         update={"accuracy": 0.4})]})
-    batch = processed(settings, s3, tenant, sloppy, "sloppy-1", plant_defects=False)
+    batch = processed(settings, s3, tenant, sloppy, "sloppy-1", store, plant_defects=False)
     main_before = batch.repo.branch_head("main")
 
     with pytest.raises(ApiException) as refused:
@@ -121,7 +123,7 @@ def test_failing_batch_merged_by_hand_is_refused(settings: Settings, s3, gated) 
 def test_unapproved_then_approved_owner_batch(settings: Settings, s3, gated, store: ApprovalStore) -> None:
     gatekeeper, config = gated
     tenant = config.tenant("northbank")
-    batch = processed(settings, s3, tenant, tenant.datasets[0], "owner-1")
+    batch = processed(settings, s3, tenant, tenant.datasets[0], "owner-1", store)
     main_before = batch.repo.branch_head("main")
 
     with pytest.raises(ApiException) as refused:
@@ -138,7 +140,7 @@ def test_unapproved_then_approved_owner_batch(settings: Settings, s3, gated, sto
 def test_stale_approval_and_action_changes_are_refused(settings: Settings, s3, gated, store: ApprovalStore) -> None:
     gatekeeper, config = gated
     tenant = config.tenant("northbank")
-    batch = processed(settings, s3, tenant, tenant.datasets[0], "owner-2")
+    batch = processed(settings, s3, tenant, tenant.datasets[0], "owner-2", store)
     decide(batch, store, OWNER, Verdict.APPROVE)
     # The branch moves after the approval, and the new commit also tries to add an action of its own.
     batch.repo.put_bytes(batch.branch, "_lakefs_actions/allow-all.yaml", ALLOW_ALL)
@@ -164,3 +166,20 @@ def test_main_is_protected_and_the_secret_is_required(settings: Settings, s3, ga
     answer = httpx.post(gatekeeper.url, json={"event_type": "pre-merge", "branch_id": "main"},
                         headers={"X-Trainyard-Gatekeeper-Secret": "wrong"})
     assert answer.status_code == 401 and answer.json()["allowed"] is False
+
+
+def test_forged_commit_metadata_is_not_trusted(settings: Settings, s3, gated) -> None:
+    """Anyone with write access can put 'gates passed' into commit metadata; only Trainyard's record counts."""
+    gatekeeper, config = gated
+    repo = LakeFSRepository(client(settings), "stahlwerk")
+    repo.ensure_branch("evil")
+    repo.put_bytes("evil", "datasets/defect_reports/published/batch=evil/data.parquet", b"unchecked data")
+    forged = {"trainyard.stage": "published", "trainyard.batch_id": "evil", "trainyard.dataset": "defect_reports",
+              "trainyard.gates": json.dumps({g.name: {"passed": True} for g in GATES if g.blocking})}
+    repo.commit("evil", "looks legit", forged)
+    main_before = repo.branch_head("main")
+
+    with pytest.raises(ApiException) as refused:
+        lakefs_sdk.RefsApi(client(settings)).merge_into_branch("stahlwerk", "evil", "main")
+    assert refused.value.status == 412 and repo.branch_head("main") == main_before
+    assert "not committed by Trainyard" in gatekeeper.decisions[-1][1].reason

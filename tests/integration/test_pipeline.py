@@ -214,3 +214,26 @@ def test_published_rows_keep_the_client_fields(settings: Settings, s3, tenants: 
     assert len(merged) == 30
     assert (merged["severity"].astype(int) == merged["severity_source"]).all()
     assert (merged["text"] == merged["text_source"]).all()
+
+
+def test_a_run_that_died_between_merge_and_tag_is_tagged_not_merged_twice(settings: Settings, s3,
+                                                                           tenants: TenantsConfig,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant = tenants.tenant("stahlwerk")
+    dataset = tenant.dataset("defect_reports")
+    upload_drop(s3, settings.landing_bucket, build_drop(tenant, dataset, "crash", 120, seed=13, plant_defects=False))
+    batch = make_batch(settings, tenant, dataset, "crash")
+    process(batch, s3, settings, publish=False)
+
+    def crash(*_: object) -> bool:
+        raise ConnectionError("worker killed after the merge")
+
+    monkeypatch.setattr(batch.repo, "create_tag", crash)
+    with pytest.raises(ConnectionError):
+        run_publish(batch)
+    monkeypatch.undo()
+
+    outcome = run_publish(batch)
+    assert outcome.status == "published" and outcome.version_tag == "defect_reports/v1"
+    merges = [c for c in batch.repo.log("main") if len(c.parents) == 2]
+    assert [c.id for c in merges] == [outcome.main_commit]  # one merge, now tagged
