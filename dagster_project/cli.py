@@ -99,14 +99,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _batch(settings: Settings, tenant_name: str, dataset_name: str, batch_id: str):
-    from dagster_project.lakefs_repo import LakeFSRepository, api_client
+    from dagster_project.lakefs_repo import LakeFSRepository, settings_client
     from dagster_project.pipeline import Batch
 
     tenant = load_tenants(settings.tenants_file).tenant(tenant_name)
     dataset = tenant.dataset(dataset_name)
-    client = api_client(settings.lakefs_api_url, settings.lakefs_access_key_id,
-                        settings.lakefs_secret_access_key.get_secret_value())
-    return Batch(tenant, dataset, batch_id, LakeFSRepository(client, tenant.lakefs_repository))
+    return Batch(tenant, dataset, batch_id, LakeFSRepository(settings_client(settings), tenant.lakefs_repository))
 
 
 def cmd_decide(args: argparse.Namespace) -> int:

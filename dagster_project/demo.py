@@ -26,7 +26,7 @@ from dagster_project.alerts import AlertKind, AlertOutbox, OutboxStatus, format_
 from dagster_project.devservices.local import LocalServices, s3_client
 from dagster_project.gates import read_gate_results
 from dagster_project.governance import ApprovalStore
-from dagster_project.lakefs_repo import LakeFSRepository, api_client
+from dagster_project.lakefs_repo import LakeFSRepository, settings_client
 from dagster_project.layout import Stage
 from dagster_project.pipeline import Batch
 from dagster_project.publish import NotAwaitingApproval, find_published_version, publish_candidate
@@ -80,9 +80,7 @@ def prepare_home(settings: Settings) -> dict[str, str]:
 
 
 def _repo(settings: Settings, tenant: TenantConfig) -> LakeFSRepository:
-    client = api_client(settings.lakefs_api_url, settings.lakefs_access_key_id,
-                        settings.lakefs_secret_access_key.get_secret_value())
-    return LakeFSRepository(client, tenant.lakefs_repository)
+    return LakeFSRepository(settings_client(settings), tenant.lakefs_repository)
 
 
 def _published(settings: Settings, tenant: TenantConfig, dataset: DatasetConfig) -> tuple[str, str] | None:

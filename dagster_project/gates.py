@@ -65,10 +65,9 @@ def evaluate_completeness(batch: Batch) -> CheckOutcome:
     """Share of parsed records with every required field present (missing ones were quarantined by clean)."""
     raw = batch.read(Stage.RAW)
     required = batch.dataset.record_schema.required
-    payloads = pd.DataFrame(read_payloads(raw), columns=None) if len(raw) else pd.DataFrame()
+    payloads = pd.DataFrame(read_payloads(raw)) if len(raw) else pd.DataFrame()
     frame = payloads.reindex(columns=required).assign(record_id=raw["record_id"].to_numpy())
-    outcome = completeness(frame, required, batch.dataset.gates.min_completeness)
-    return _named(outcome, "completeness")
+    return completeness(frame, required, batch.dataset.gates.min_completeness)
 
 
 def evaluate_duplicate_rate(batch: Batch) -> CheckOutcome:
@@ -78,7 +77,7 @@ def evaluate_duplicate_rate(batch: Batch) -> CheckOutcome:
     # Worst offenders: the records duplicated most often (where the copies come from).
     counts = duplicates.groupby(["duplicate_of", "scope"]).size().sort_values(ascending=False).head(10)
     worst = [{"record_id": record, "scope": scope, "copies": int(n)} for (record, scope), n in counts.items()]
-    return replace(_named(outcome, "duplicate_rate"), worst=worst)
+    return replace(outcome, worst=worst)
 
 
 def _synthetic_flags(records: pd.DataFrame, field: str | None) -> pd.Series:
@@ -94,7 +93,7 @@ def evaluate_synthetic_share(batch: Batch) -> CheckOutcome:
     # Worst offenders: where the synthetic records came from (source files), most first.
     by_source = records.loc[flags, "source_uri"].value_counts().head(10)
     worst = [{"source_uri": uri, "synthetic_records": int(n)} for uri, n in by_source.items()]
-    return replace(_named(outcome, "synthetic_share"), worst=worst)
+    return replace(outcome, worst=worst)
 
 
 def evaluate_synthetic_fidelity(batch: Batch) -> CheckOutcome:
@@ -121,7 +120,7 @@ def evaluate_pii_residual(batch: Batch) -> CheckOutcome:
     """PII left in what is about to be sent to vendors (every task text, gold included)."""
     tasks = batch.read(Stage.LABELING_TASKS).drop_duplicates("item_id")
     frame = pd.DataFrame({"record_id": tasks["item_id"], "text": tasks["text"]})
-    return _named(pii_residual(frame, "text", batch.dataset.gates.max_pii_residual), "pii_residual")
+    return pii_residual(frame, "text", batch.dataset.gates.max_pii_residual)
 
 
 def evaluate_gold_accuracy(batch: Batch) -> CheckOutcome:
@@ -179,7 +178,7 @@ def evaluate_class_balance(batch: Batch) -> CheckOutcome:
     threshold = batch.dataset.gates.min_class_share
     if labels.empty:
         return _not_applicable("class_balance", threshold, ">=", "nothing was labelled in this batch")
-    return _named(class_balance(labels, batch.dataset.labels, threshold), "class_balance")
+    return class_balance(labels, batch.dataset.labels, threshold)
 
 
 def drift_features(batch: Batch) -> tuple[list[str], list[str]]:
@@ -244,10 +243,6 @@ def evaluate_aggregation_consistency(batch: Batch) -> CheckOutcome:
     value = round(float(disagree.mean()), 4)
     return CheckOutcome("aggregation_consistency", value <= MAX_AGGREGATION_DISAGREEMENT, value,
                         MAX_AGGREGATION_DISAGREEMENT, "<=", len(majority), worst)
-
-
-def _named(outcome: CheckOutcome, name: str) -> CheckOutcome:
-    return outcome if outcome.name == name else replace(outcome, name=name)
 
 
 GATES: tuple[Gate, ...] = (

@@ -19,6 +19,7 @@ import pandas as pd
 from lakefs_sdk.exceptions import ApiException, NotFoundException
 
 from dagster_project.layout import MAIN_BRANCH
+from dagster_project.settings import Settings
 
 PAGE_SIZE = 1000
 
@@ -26,6 +27,12 @@ PAGE_SIZE = 1000
 def api_client(api_url: str, access_key_id: str, secret_access_key: str) -> lakefs_sdk.ApiClient:
     configuration = lakefs_sdk.Configuration(host=api_url, username=access_key_id, password=secret_access_key)
     return lakefs_sdk.ApiClient(configuration)
+
+
+def settings_client(settings: Settings) -> lakefs_sdk.ApiClient:
+    """The lakeFS client the ``TRAINYARD_LAKEFS_*`` settings describe (CLI, demo and local services)."""
+    return api_client(settings.lakefs_api_url, settings.lakefs_access_key_id,
+                      settings.lakefs_secret_access_key.get_secret_value())
 
 
 class MergeConflict(RuntimeError):

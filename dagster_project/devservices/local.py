@@ -20,7 +20,7 @@ from dagster_project.devservices.s3 import RunningS3, start_s3
 from dagster_project.devservices.slack_receiver import RunningSlackReceiver, start_slack_receiver
 from dagster_project.gatekeeper import SECRET_ENV, RunningGatekeeper, gatekeeper_decider, start_gatekeeper
 from dagster_project.governance import ApprovalStore
-from dagster_project.lakefs_repo import LakeFSRepository, api_client
+from dagster_project.lakefs_repo import LakeFSRepository, settings_client
 from dagster_project.sample_data import ensure_bucket
 from dagster_project.settings import Settings
 from dagster_project.tenants import load_tenants
@@ -46,8 +46,7 @@ def s3_client(settings: Settings) -> Any:
 def start_local_gatekeeper(settings: Settings) -> RunningGatekeeper:
     """The gatekeeper as configured by settings (tenants file, lakeFS, approvals database)."""
     host, port = _host_port(settings.gatekeeper_url or "")
-    client = api_client(settings.lakefs_api_url, settings.lakefs_access_key_id,
-                        settings.lakefs_secret_access_key.get_secret_value())
+    client = settings_client(settings)
     store = ApprovalStore(settings.resolved_database_url, schema=settings.database_schema)
     decide = gatekeeper_decider(load_tenants(settings.tenants_file), lambda name: LakeFSRepository(client, name), store)
     return start_gatekeeper(host, port, settings.gatekeeper_secret.get_secret_value(), decide)
