@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) || (apt-get update -q && apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV))
 	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -m pip install -q -e '.[dev,local]' 2>&1 | grep -v "is ignored" || true
 	@$(BIN)/python -c "import dagster_project, dagster, lakefs_sdk, moto" || (echo "install failed" && exit 1)
 	@touch $(STAMP)
 

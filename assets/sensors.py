@@ -14,22 +14,21 @@ import json
 from datetime import timedelta
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from dagster_project import layout
-from dagster_project.landing import list_drops, utcnow
 from dagster_project.settings import Settings
+from dagster_project.stages.landing import list_drops, utcnow
 from dagster_project.tenants import DatasetConfig, TenantConfig
 from resources.object_storage import ObjectStorageResource
 
 
-def build_landing_sensor(tenant: TenantConfig, dataset: DatasetConfig, job: UnresolvedAssetJobDefinition,
+def build_landing_sensor(tenant: TenantConfig, dataset: DatasetConfig, job_name: str,
                          partitions_def: dg.DynamicPartitionsDefinition, settings: Settings) -> dg.SensorDefinition:
     grace = timedelta(minutes=settings.manifest_grace_minutes)
 
     @dg.sensor(
         name=layout.landing_sensor_name(tenant.name, dataset.name),
-        job=job,
+        job_name=job_name,
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Starts one batch per complete drop under "

@@ -21,17 +21,18 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from dagster_project import pipeline
 from dagster_project.devservices.lakefs_emulator import start_emulator
 from dagster_project.devservices.local import s3_client
 from dagster_project.devservices.s3 import start_s3
-from dagster_project.gates import GATES, evaluate_and_record
-from dagster_project.ingest import read_gold_set
-from dagster_project.lakefs_repo import LakeFSRepository, api_client
-from dagster_project.layout import Stage
-from dagster_project.publish import run_publish
-from dagster_project.sample_data import build_drop, ensure_bucket, upload_drop, upload_gold_set
+from dagster_project.devservices.sample_data import build_drop, ensure_bucket, upload_drop, upload_gold_set
+from dagster_project.gates import evaluate_and_record
+from dagster_project.lakefs import LakeFSRepository, api_client
+from dagster_project.plan import STAGE_PLAN
+from dagster_project.publishing.publish import run_publish
 from dagster_project.settings import EXAMPLE_TENANTS_FILE, Settings
+from dagster_project.stages.batch import Batch
+from dagster_project.stages.ingest import read_gold_set
+from dagster_project.stages.runners import StageInputs
 from dagster_project.tenants import load_tenants
 from dagster_project.vendors import build_vendor
 
@@ -62,25 +63,17 @@ def main() -> None:
         prepared = time.perf_counter() - started
 
         repo = LakeFSRepository(api_client(lakefs.api_url, "AKIABENCH", "bench-secret"), tenant.lakefs_repository)
-        batch = pipeline.Batch(tenant, dataset, "bench", repo, "bench")
+        batch = Batch(tenant, dataset, "bench", repo, "bench")
         vendors = {v.name: build_vendor(v, Path(tmp) / "vendors") for v in dataset.vendors}
         upload_gold_set(s3, settings.landing_bucket, tenant, dataset, n=max(200, args.records // 5))
         gold = read_gold_set(s3, settings.landing_bucket, tenant.landing_prefix, dataset.name,
                              dataset.record_schema.text_field, dataset.labels)
-        stage_steps = {
-            Stage.RAW: lambda: pipeline.run_raw(batch, s3, settings.landing_bucket, "local://bench/northbank"),
-            Stage.CLEAN: lambda: pipeline.run_clean(batch),
-            Stage.PII: lambda: pipeline.run_pii(batch),
-            Stage.DEDUP: lambda: pipeline.run_dedup(batch),
-            Stage.LABELING_TASKS: lambda: pipeline.run_labeling_tasks(batch, gold),
-            Stage.ANNOTATIONS: lambda: pipeline.run_annotations(batch, vendors),
-            Stage.CONSOLIDATED_LABELS: lambda: pipeline.run_consolidation(batch),
-        }
+        inputs = StageInputs(s3=s3, landing_bucket=settings.landing_bucket,
+                             storage_namespace="local://bench/northbank", vendors=vendors, gold=gold)
         stages: list[tuple[str, Callable[[], object]]] = []
-        for stage, step in stage_steps.items():
-            stages.append((stage.value, step))
-            stages += [(f"  gate {g.name}", partial(evaluate_and_record, batch, g.name))
-                       for g in GATES if g.stage == stage]
+        for step in STAGE_PLAN:
+            stages.append((step.stage.value, partial(step.run, batch, inputs)))
+            stages += [(f"  gate {g.name}", partial(evaluate_and_record, batch, g.name)) for g in step.gates]
         stages.append(("published", lambda: run_publish(batch)))
         print(f"records: {plan.records} rows in {len(plan.files)} files "
               f"({sum(len(b) for b in plan.files.values()) / 1e6:.1f} MB), generated+uploaded in {prepared:.1f}s")

@@ -1,50 +1,37 @@
 """Run one batch's stages and gates in order, without Dagster: for tests, the benchmark and debugging.
 
 Dagster is how batches run in every deployment (sensors, partitions, blocking checks, run history). This
-runner mirrors its order -- each stage, then that stage's gates, stopping at the first failed blocking gate --
-so the domain logic can be exercised end to end on its own.
+runner walks the same stage table (:data:`~dagster_project.plan.STAGE_PLAN`) -- each stage, then that stage's
+gates, stopping at the first failed blocking gate -- so the domain logic can be exercised end to end on its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-import pandas as pd
-
-from dagster_project import pipeline
-from dagster_project.gates import GATES, evaluate_and_record
-from dagster_project.governance import ApprovalStore
+from dagster_project.gates import evaluate_and_record
 from dagster_project.layout import Stage
-from dagster_project.publish import PublishOutcome, run_publish
-from dagster_project.quality.checks import CheckOutcome
-from dagster_project.vendors.base import VendorClient
+from dagster_project.plan import STAGE_PLAN
+from dagster_project.publishing.approvals import ApprovalStore
+from dagster_project.publishing.publish import PublishOutcome, run_publish
+from dagster_project.quality.result import GateResult
+from dagster_project.stages.batch import Batch, StageReport
+from dagster_project.stages.runners import StageInputs
 
 
 @dataclass
 class BatchRun:
-    reports: dict[Stage, pipeline.StageReport] = field(default_factory=dict)
-    outcomes: dict[str, CheckOutcome] = field(default_factory=dict)
+    reports: dict[Stage, StageReport] = field(default_factory=dict)
+    outcomes: dict[str, GateResult] = field(default_factory=dict)
     blocked_by: list[str] = field(default_factory=list)
     published: PublishOutcome | None = None
 
 
-def run_batch(batch: pipeline.Batch, s3: Any, landing_bucket: str, storage_namespace: str,
-              vendors: dict[str, VendorClient], gold_set: pd.DataFrame, publish: bool = True,
-              store: ApprovalStore | None = None) -> BatchRun:
-    steps = {
-        Stage.RAW: lambda: pipeline.run_raw(batch, s3, landing_bucket, storage_namespace),
-        Stage.CLEAN: lambda: pipeline.run_clean(batch),
-        Stage.PII: lambda: pipeline.run_pii(batch),
-        Stage.DEDUP: lambda: pipeline.run_dedup(batch),
-        Stage.LABELING_TASKS: lambda: pipeline.run_labeling_tasks(batch, gold_set),
-        Stage.ANNOTATIONS: lambda: pipeline.run_annotations(batch, vendors),
-        Stage.CONSOLIDATED_LABELS: lambda: pipeline.run_consolidation(batch),
-    }
+def run_batch(batch: Batch, inputs: StageInputs, publish: bool = True, store: ApprovalStore | None = None) -> BatchRun:
     run = BatchRun()
-    for stage, step in steps.items():
-        run.reports[stage] = step()
-        for gate in (g for g in GATES if g.stage == stage):
+    for step in STAGE_PLAN:
+        run.reports[step.stage] = step.run(batch, inputs)
+        for gate in step.gates:
             outcome = evaluate_and_record(batch, gate.name)
             run.outcomes[gate.name] = outcome
             if gate.blocking and not outcome.passed:

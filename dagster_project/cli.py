@@ -75,10 +75,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_gatekeeper(args: argparse.Namespace) -> int:
-    from dagster_project.devservices.local import start_local_gatekeeper
+    from dagster_project.services.gatekeeper import start_gatekeeper_from_settings
 
     settings = Settings(gatekeeper_url=f"http://{args.host}:{args.port}/lakefs/pre-merge")
-    with start_local_gatekeeper(settings) as gatekeeper:
+    with start_gatekeeper_from_settings(settings) as gatekeeper:
         print(f"Trainyard gatekeeper listening on {gatekeeper.url} (lakeFS pre-merge webhook for main)", flush=True)
         _wait_for_signal()
     return 0
@@ -99,8 +99,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _batch(settings: Settings, tenant_name: str, dataset_name: str, batch_id: str):
-    from dagster_project.lakefs_repo import LakeFSRepository, settings_client
-    from dagster_project.pipeline import Batch
+    from dagster_project.lakefs import LakeFSRepository, settings_client
+    from dagster_project.stages.batch import Batch
 
     tenant = load_tenants(settings.tenants_file).tenant(tenant_name)
     dataset = tenant.dataset(dataset_name)
@@ -108,8 +108,8 @@ def _batch(settings: Settings, tenant_name: str, dataset_name: str, batch_id: st
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    from dagster_project.governance import ApprovalStore, NotADataOwner, Verdict
-    from dagster_project.publish import NotAwaitingApproval, decide
+    from dagster_project.publishing.approvals import ApprovalStore, NotADataOwner, Verdict
+    from dagster_project.publishing.decisions import NotAwaitingApproval, decide
 
     settings = Settings()
     verdict = Verdict.APPROVE if args.command == "approve" else Verdict.REJECT
@@ -132,7 +132,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    from dagster_project.versions import list_versions
+    from dagster_project.publishing.versions import list_versions
 
     settings = Settings()
     batch = _batch(settings, args.tenant, args.dataset, "-")
@@ -146,7 +146,7 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from dagster_project.versions import diff_published
+    from dagster_project.publishing.versions import diff_published
 
     settings = Settings()
     batch = _batch(settings, args.tenant, args.dataset, "-")

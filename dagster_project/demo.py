@@ -19,19 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from lakefs_sdk.exceptions import ApiException
 
 from dagster_project import layout
 from dagster_project.alerts import AlertKind, AlertOutbox, OutboxStatus, format_blocks
 from dagster_project.devservices.local import LocalServices, s3_client
+from dagster_project.devservices.sample_data import DropPlan, build_drop, upload_drop, upload_gold_set
 from dagster_project.gates import read_gate_results
-from dagster_project.governance import ApprovalStore
-from dagster_project.lakefs_repo import LakeFSRepository, settings_client
+from dagster_project.lakefs import LakeFSRepository, RefNotFound, settings_client
 from dagster_project.layout import Stage
-from dagster_project.pipeline import Batch
-from dagster_project.publish import NotAwaitingApproval, find_published_version, publish_candidate
-from dagster_project.sample_data import DropPlan, build_drop, upload_drop, upload_gold_set
+from dagster_project.publishing.approvals import ApprovalStore
+from dagster_project.publishing.decisions import NotAwaitingApproval, publish_candidate
+from dagster_project.publishing.versions import Version, find_published_version
+from dagster_project.quality.result import GateResult
 from dagster_project.settings import Settings
+from dagster_project.stages.batch import Batch
 from dagster_project.tenants import DatasetConfig, TenantConfig, load_tenants
 
 Target = tuple[TenantConfig, DatasetConfig]
@@ -73,6 +74,7 @@ def prepare_home(settings: Settings) -> dict[str, str]:
     (home / "workspace.yaml").write_text("load_from:\n  - python_module: dagster_project.definitions\n")
     return {
         **os.environ,
+        **settings.secret_environment(),
         "DAGSTER_HOME": str(home),
         "TRAINYARD_HOME": str(settings.home.resolve()),
         "TRAINYARD_TENANTS_FILE": str(Path(settings.tenants_file).resolve()),
@@ -83,13 +85,11 @@ def _repo(settings: Settings, tenant: TenantConfig) -> LakeFSRepository:
     return LakeFSRepository(settings_client(settings), tenant.lakefs_repository)
 
 
-def _published(settings: Settings, tenant: TenantConfig, dataset: DatasetConfig) -> tuple[str, str] | None:
+def _published(settings: Settings, tenant: TenantConfig, dataset: DatasetConfig) -> Version | None:
     try:
         return find_published_version(_repo(settings, tenant), dataset.name, DEMO_DROP)
-    except ApiException as exc:
-        if exc.status == 404:  # the repository does not exist until the first batch starts
-            return None
-        raise
+    except RefNotFound:  # the repository does not exist until the first batch starts
+        return None
 
 
 def _latest_run(instance: dg.DagsterInstance, tenant: TenantConfig, dataset: DatasetConfig,
@@ -138,12 +138,8 @@ def _awaiting_approval(settings: Settings, tenant: TenantConfig, dataset: Datase
     try:
         publish_candidate(Batch(tenant, dataset, DEMO_DROP, _repo(settings, tenant)))
         return True
-    except NotAwaitingApproval:
+    except (NotAwaitingApproval, RefNotFound):
         return False
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
 
 
 def approve_as_data_owner(tenant: TenantConfig, dataset: DatasetConfig, env: dict[str, str]) -> None:
@@ -222,9 +218,9 @@ def _number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _gate_lines(gates: list[dict[str, Any]]) -> list[str]:
-    return [f"  gate {g['name']:<24} {_number(g['value']):>7} {g['comparison']} {_number(g['threshold'])}  "
-            f"{'PASSED' if g['passed'] else 'FAILED'} (n={g['sample_size']})" for g in gates]
+def _gate_lines(gates: list[GateResult]) -> list[str]:
+    return [f"  gate {g.name:<24} {_number(g.value):>7} {g.comparison.value} {_number(g.threshold)}  "
+            f"{'PASSED' if g.passed else 'FAILED'} (n={g.sample_size})" for g in gates]
 
 
 def _stage_table(instance: dg.DagsterInstance, tenant: TenantConfig, dataset: DatasetConfig,
@@ -243,7 +239,7 @@ def summary_lines(settings: Settings, tenant: TenantConfig, dataset: DatasetConf
     published = _published(settings, tenant, dataset)
     if published is None:
         return [f"{tenant.name}/{dataset.name}: batch {DEMO_DROP} was not published"]
-    tag, main_commit = published
+    tag, main_commit = published.tag, published.commit_id
     summary = _repo(settings, tenant).get_json(main_commit, layout.batch_summary_path(dataset.name, DEMO_DROP)) or {}
     branch = layout.batch_branch(dataset.name, DEMO_DROP)
     lines = [f"{tenant.name} / {dataset.name}   batch {DEMO_DROP}   branch {branch}"]
@@ -252,7 +248,7 @@ def summary_lines(settings: Settings, tenant: TenantConfig, dataset: DatasetConf
     reasons = summary.get("quarantine_reasons", {})
     lines.append(f"  quarantined ({sum(reasons.values())}):")
     lines += [f"    {count:>5}  {reason}" for reason, count in sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))]
-    lines += _gate_lines(summary.get("gates", []))
+    lines += _gate_lines([GateResult.model_validate(g) for g in summary.get("gates", [])])
     c = summary.get("conservation", {})
     lines.append(f"  conservation: records in {c.get('records_in')} = published {c.get('published')} + quarantined "
                  f"{c.get('quarantined')} + duplicates {c.get('duplicates')}  "
@@ -285,7 +281,7 @@ def blocked_summary_lines(settings: Settings, tenant: TenantConfig, dataset: Dat
     with dg.DagsterInstance.get() as instance:
         lines += _stage_table(instance, tenant, dataset, BAD_DROP)
     batch = Batch(tenant, dataset, BAD_DROP, _repo(settings, tenant))
-    lines += _gate_lines(sorted(read_gate_results(batch), key=lambda g: (g["passed"], g["name"])))
+    lines += _gate_lines(sorted(read_gate_results(batch), key=lambda g: (g.passed, g.name)))
     on_main = find_published_version(batch.repo, dataset.name, BAD_DROP)
     lines.append(f"  main: {'REACHED MAIN' if on_main else 'untouched (the batch stays on its branch)'}")
     for message in _alert_messages(settings, dataset, BAD_DROP):

@@ -98,6 +98,30 @@ def version_tag(dataset: str, version: int) -> str:
     return f"{dataset}/v{version}"
 
 
+def version_tag_prefix(dataset: str) -> str:
+    return f"{dataset}/v"
+
+
+def parse_version_tag(dataset: str, tag: str) -> int | None:
+    """``<dataset>/v<N>`` -> N; None for any other tag (another dataset's, or not a version)."""
+    number = tag.removeprefix(version_tag_prefix(dataset))
+    return int(number) if number != tag and number.isdigit() else None
+
+
+TENANT_TAG = "trainyard/tenant"
+DATASET_TAG = "trainyard/dataset"
+VERSION_TAG = "trainyard/version"
+"""On a version-job run: the ``<dataset>/v<N>`` tag whose training manifest it exports."""
+ALERTED_TAG = "trainyard/alerted"
+"""Set on a run whose failure already raised its own alert (a failed gate, a merge conflict): the run-failure
+sensor then stays quiet."""
+
+
+def dagster_tags(tenant: str, dataset: str) -> dict[str, str]:
+    """The tags on every asset, job and run of one tenant dataset."""
+    return {TENANT_TAG: tenant, DATASET_TAG: dataset}
+
+
 def asset_group(tenant: str, dataset: str) -> str:
     return f"{tenant}__{dataset}"
 

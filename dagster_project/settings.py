@@ -15,6 +15,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 EXAMPLE_TENANTS_FILE = PACKAGE_DIR / "config" / "tenants.yaml"
+SECRET_ENV_VARS = {
+    "lakefs_secret_access_key": "TRAINYARD_LAKEFS_SECRET_ACCESS_KEY",
+    "s3_secret_access_key": "TRAINYARD_S3_SECRET_ACCESS_KEY",
+    "slack_bot_token": "TRAINYARD_SLACK_BOT_TOKEN",
+    "database_url": "TRAINYARD_DATABASE_URL",
+}
+"""The settings the code location reads as ``dg.EnvVar`` (secrets; the database URL carries a password)."""
 
 
 class Settings(BaseSettings):
@@ -73,6 +80,17 @@ class Settings(BaseSettings):
     @property
     def resolved_playbook_base_url(self) -> str:
         return self.playbook_base_url or (PACKAGE_DIR.parent / "ops_playbooks").as_uri()
+
+    def secret_environment(self) -> dict[str, str]:
+        """The secret settings as environment variables, for the Dagster processes the CLI starts (the code
+        location reads them as ``dg.EnvVar``); the database URL resolved to the local SQLite file when unset."""
+        values = {
+            "lakefs_secret_access_key": self.lakefs_secret_access_key.get_secret_value(),
+            "s3_secret_access_key": self.s3_secret_access_key.get_secret_value(),
+            "slack_bot_token": self.slack_bot_token.get_secret_value(),
+            "database_url": self.resolved_database_url,
+        }
+        return {SECRET_ENV_VARS[name]: value for name, value in values.items()}
 
     @property
     def lakefs_api_url(self) -> str:

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-import dagster as dg
+from functools import lru_cache
 
-from dagster_project.gatekeeper import install_gate
-from dagster_project.lakefs_repo import LakeFSRepository, api_client
+import dagster as dg
+import lakefs_sdk
+
+from dagster_project.lakefs import LakeFSRepository, api_client
+from dagster_project.publishing.gatekeeper import install_gate
+
+
+@lru_cache(maxsize=8)
+def _client(api_url: str, access_key_id: str, secret_access_key: str) -> lakefs_sdk.ApiClient:
+    """One SDK client (and its connection pool) per process and server, not one per repository handle."""
+    return api_client(api_url, access_key_id, secret_access_key)
 
 
 class LakeFSResource(dg.ConfigurableResource):
-    """Connection to lakeFS; hands out one :class:`LakeFSRepository` per tenant repository."""
+    """Connection to lakeFS; hands out one :class:`~dagster_project.lakefs.LakeFSRepository` per tenant."""
 
     url: str
     """lakeFS base URL, without ``/api/v1``."""
     access_key_id: str
     secret_access_key: str
+    """Pass it as ``dg.EnvVar("TRAINYARD_LAKEFS_SECRET_ACCESS_KEY")``."""
     storage_namespace_root: str = "local://trainyard"
     gatekeeper_url: str | None = None
     """Pre-merge webhook lakeFS calls before any merge into main; None leaves repositories without the gate.
@@ -25,7 +35,7 @@ class LakeFSResource(dg.ConfigurableResource):
         return self.url.rstrip("/") + "/api/v1"
 
     def repository(self, name: str) -> LakeFSRepository:
-        return LakeFSRepository(api_client(self.api_url, self.access_key_id, self.secret_access_key), name)
+        return LakeFSRepository(_client(self.api_url, self.access_key_id, self.secret_access_key), name)
 
     def storage_namespace(self, repository: str) -> str:
         return f"{self.storage_namespace_root.rstrip('/')}/{repository}"

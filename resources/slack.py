@@ -9,17 +9,11 @@ sensor needs a Slack token (``SlackResource``); keeping them apart keeps the tok
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import lru_cache
 
 import dagster as dg
 
-from dagster_project.alerts import AlertKind, AlertOutbox, AlertRouter, SlackSender, playbook_url
-
-
-@lru_cache(maxsize=8)
-def _outbox(database_url: str, db_schema: str | None) -> AlertOutbox:
-    """One engine (and one idempotent table creation) per process and database, not per sensor tick."""
-    return AlertOutbox(database_url, schema=db_schema)
+from dagster_project.alerts import AlertKind, AlertRouter, SlackSender, playbook_url
+from resources.platform_db import PlatformDatabaseResource
 
 
 class SlackResource(dg.ConfigurableResource):
@@ -36,22 +30,23 @@ class SlackResource(dg.ConfigurableResource):
 
 
 class AlertsResource(dg.ConfigurableResource):
-    """The alert outbox and incident tables, and the routing policy (throttle, playbook links)."""
+    """The alert outbox and incident tables, and what every alert links to (playbooks, Dagster runs)."""
 
-    database_url: str
-    """SQLAlchemy URL, e.g. ``postgresql+psycopg2://user:pw@host:5432/dagster`` (SQLite for the local demo)."""
-    db_schema: str | None = None
-    """PostgreSQL schema for the alert tables, created if missing."""
+    database: PlatformDatabaseResource
     throttle_minutes: float = 60
     """An open incident is re-notified at most once per this many minutes; repeats in between are counted."""
     playbook_base_url: str
     """Web URL of the ``ops_playbooks`` folder; alerts link ``<playbook_base_url>/<kind>.md``."""
+    dagster_url: str = "http://127.0.0.1:3000"
+    """Dagster UI base URL, for the run links in alerts."""
 
     def router(self) -> AlertRouter:
         """Raise, resolve and deliver alerts."""
-        return AlertRouter(_outbox(self.database_url, self.db_schema),
-                           throttle=timedelta(minutes=self.throttle_minutes))
+        return AlertRouter(self.database.outbox(), throttle=timedelta(minutes=self.throttle_minutes))
 
     def playbook_url(self, kind: AlertKind | str) -> str:
         """The playbook link for an alert kind, to put into :class:`~dagster_project.alerts.Alert`."""
         return playbook_url(kind, self.playbook_base_url)
+
+    def run_url(self, run_id: str | None) -> str | None:
+        return f"{self.dagster_url.rstrip('/')}/runs/{run_id}" if run_id else None

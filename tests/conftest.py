@@ -18,7 +18,7 @@ import yaml
 from dagster_project.devservices.lakefs_emulator import RunningEmulator, start_emulator
 from dagster_project.devservices.local import s3_client
 from dagster_project.devservices.s3 import RunningS3, start_s3
-from dagster_project.sample_data import ensure_bucket
+from dagster_project.devservices.sample_data import ensure_bucket
 from dagster_project.settings import EXAMPLE_TENANTS_FILE, Settings
 from dagster_project.tenants import TenantsConfig, load_tenants
 
@@ -73,6 +73,9 @@ def settings(tmp_path: Path, s3_server: RunningS3, lakefs_server: RunningEmulato
         "TRAINYARD_LAKEFS_SECRET_ACCESS_KEY": LAKEFS_SECRET,
         "TRAINYARD_TENANTS_FILE": str(EXAMPLE_TENANTS_FILE),
         "TRAINYARD_GATEKEEPER_URL": "",  # tests that exercise the gatekeeper start their own
+        # The code location reads secrets as dg.EnvVar only: every one of them is set, as in a deployment.
+        "TRAINYARD_DATABASE_URL": f"sqlite:///{tmp_path / 'trainyard.db'}",
+        "TRAINYARD_SLACK_BOT_TOKEN": "xoxb-test",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

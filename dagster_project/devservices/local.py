@@ -1,6 +1,7 @@
 """The embedded local stack on loopback, as configured by Settings: S3 (moto server), lakeFS (the emulator), a
 Slack Web API receiver that records the alerts on-call would get, and the Trainyard gatekeeper lakeFS calls
-before merges into main.
+before merges into main (a production service, :mod:`dagster_project.services.gatekeeper`, started here with the
+local settings).
 
 Used by ``trainyard services``, ``trainyard demo`` and ``trainyard dev``. Ports and credentials come from the
 same ``TRAINYARD_*`` settings the code location reads, so the daemon, the run workers and the CLI all agree.
@@ -17,13 +18,11 @@ import boto3
 
 from dagster_project.devservices.lakefs_emulator import RunningEmulator, start_emulator
 from dagster_project.devservices.s3 import RunningS3, start_s3
+from dagster_project.devservices.sample_data import ensure_bucket
 from dagster_project.devservices.slack_receiver import RunningSlackReceiver, start_slack_receiver
-from dagster_project.gatekeeper import SECRET_ENV, RunningGatekeeper, gatekeeper_decider, start_gatekeeper
-from dagster_project.governance import ApprovalStore
-from dagster_project.lakefs_repo import LakeFSRepository, settings_client
-from dagster_project.sample_data import ensure_bucket
+from dagster_project.publishing.gatekeeper import SECRET_ENV
+from dagster_project.services.gatekeeper import RunningGatekeeper, start_gatekeeper_from_settings
 from dagster_project.settings import Settings
-from dagster_project.tenants import load_tenants
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -41,15 +40,6 @@ def s3_client(settings: Settings) -> Any:
         aws_access_key_id=settings.s3_access_key_id,
         aws_secret_access_key=settings.s3_secret_access_key.get_secret_value(),
     )
-
-
-def start_local_gatekeeper(settings: Settings) -> RunningGatekeeper:
-    """The gatekeeper as configured by settings (tenants file, lakeFS, approvals database)."""
-    host, port = _host_port(settings.gatekeeper_url or "")
-    client = settings_client(settings)
-    store = ApprovalStore(settings.resolved_database_url, schema=settings.database_schema)
-    decide = gatekeeper_decider(load_tenants(settings.tenants_file), lambda name: LakeFSRepository(client, name), store)
-    return start_gatekeeper(host, port, settings.gatekeeper_secret.get_secret_value(), decide)
 
 
 class LocalServices:
@@ -80,7 +70,7 @@ class LocalServices:
             self.slack = self._stack.enter_context(start_slack_receiver(
                 slack_host, slack_port, token=settings.slack_bot_token.get_secret_value()))
             if settings.gatekeeper_url:
-                self.gatekeeper = self._stack.enter_context(start_local_gatekeeper(settings))
+                self.gatekeeper = self._stack.enter_context(start_gatekeeper_from_settings(settings))
             ensure_bucket(s3_client(settings), settings.landing_bucket)
         except BaseException:
             self._stack.close()

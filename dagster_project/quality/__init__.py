@@ -13,15 +13,19 @@ from dagster_project.quality.agreement import (
     modal_labels,
     percent_agreement,
 )
-from dagster_project.quality.checks import CheckOutcome, class_balance, completeness, duplicate_rate, pii_residual
+from dagster_project.quality.checks import class_balance, completeness, duplicate_rate, pii_residual
 from dagster_project.quality.drift import drift_check, drift_report, label_drift, psi
 from dagster_project.quality.gold import GOLD_ACCURACY_COLUMNS, gold_accuracy
+from dagster_project.quality.result import Comparison, ComputedOn, GateResult, GateVerdict
 from dagster_project.quality.slices import slice_metrics
 from dagster_project.quality.synthetic import C2STResult, classifier_two_sample_test, synthetic_share
 
 __all__ = [
     "C2STResult",
-    "CheckOutcome",
+    "Comparison",
+    "ComputedOn",
+    "GateResult",
+    "GateVerdict",
     "class_balance",
     "classifier_two_sample_test",
     "completeness",

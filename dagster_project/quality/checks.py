@@ -2,37 +2,22 @@
 
 Why one shape: gates, reports and alerts all need the same facts about a check (what was measured, against
 what, on how many records, and which records or classes are the worst), so every check returns a
-:class:`CheckOutcome` and no caller has to know how a particular check is computed. ``worst`` holds plain
-JSON-able dicts so an outcome can be written to a report or a Dagster asset check's metadata as it is; it
-never holds record text or PII values, only ids, field names, kinds and numbers.
+:class:`~dagster_project.quality.result.GateResult` and no caller has to know how a particular check is
+computed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dagster_project.pii import scan_frame
+from dagster_project.quality.result import Comparison, GateResult
+from dagster_project.stages.pii import scan_frame
 
 WORST_LIMIT = 10
 """How many worst offenders an outcome keeps."""
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    """The result of one check: ``passed`` is ``value <comparison> threshold``."""
-
-    name: str
-    passed: bool
-    value: float
-    threshold: float
-    comparison: str
-    """``">="`` (value must reach the threshold) or ``"<="`` (value must not exceed it)."""
-    sample_size: int
-    worst: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _json_id(value: Any) -> Any:
@@ -48,7 +33,7 @@ def _present(column: pd.Series) -> pd.Series:
 
 def completeness(
     frame: pd.DataFrame, required: list[str], threshold: float = 0.99, id_field: str = "record_id"
-) -> CheckOutcome:
+) -> GateResult:
     """Share of records with every required field present and non-blank (a missing column counts as empty).
 
     ``worst`` lists the records missing the most required fields, with the fields they miss. An empty frame is
@@ -73,10 +58,11 @@ def completeness(
         }
         for position in offenders
     ]
-    return CheckOutcome("completeness", value >= threshold, value, threshold, ">=", n, worst)
+    return GateResult(name="completeness", passed=value >= threshold, value=value, threshold=threshold,
+                      comparison=Comparison.AT_LEAST, sample_size=n, worst=worst)
 
 
-def class_balance(labels: pd.Series, classes: list[str], min_share: float) -> CheckOutcome:
+def class_balance(labels: pd.Series, classes: list[str], min_share: float) -> GateResult:
     """Passes when every class has at least ``min_share`` of the (non-null) labels.
 
     ``value`` is the smallest class share; a class never seen has share 0. Labels outside ``classes`` still
@@ -89,18 +75,20 @@ def class_balance(labels: pd.Series, classes: list[str], min_share: float) -> Ch
     value = min(shares.values()) if shares else 1.0
     under = sorted((c for c in classes if shares[c] < min_share), key=lambda c: (shares[c], str(c)))
     worst = [{"class": c, "count": int(counts.get(c, 0)), "share": shares[c]} for c in under[:WORST_LIMIT]]
-    return CheckOutcome("class_balance", value >= min_share, value, min_share, ">=", n, worst)
+    return GateResult(name="class_balance", passed=value >= min_share, value=value, threshold=min_share,
+                      comparison=Comparison.AT_LEAST, sample_size=n, worst=worst)
 
 
-def duplicate_rate(n_duplicates: int, n_records: int, threshold: float) -> CheckOutcome:
+def duplicate_rate(n_duplicates: int, n_records: int, threshold: float) -> GateResult:
     """Share of records that duplicate an earlier one must not exceed ``threshold`` (0 for an empty batch)."""
     if n_duplicates < 0 or n_records < 0 or n_duplicates > n_records:
         raise ValueError(f"need 0 <= n_duplicates <= n_records, got {n_duplicates} of {n_records}")
     value = n_duplicates / n_records if n_records else 0.0
-    return CheckOutcome("duplicate_rate", value <= threshold, value, threshold, "<=", n_records, [])
+    return GateResult(name="duplicate_rate", passed=value <= threshold, value=value, threshold=threshold,
+                      comparison=Comparison.AT_MOST, sample_size=n_records, worst=[])
 
 
-def pii_residual(frame: pd.DataFrame, text_field: str, threshold: int = 0, id_field: str = "record_id") -> CheckOutcome:
+def pii_residual(frame: pd.DataFrame, text_field: str, threshold: int = 0, id_field: str = "record_id") -> GateResult:
     """Number of PII findings left in ``text_field`` must not exceed ``threshold`` (normally 0).
 
     ``worst`` names the records with the most findings and the kinds found, never the values.
@@ -119,4 +107,5 @@ def pii_residual(frame: pd.DataFrame, text_field: str, threshold: int = 0, id_fi
             {"record_id": _json_id(rid), "matches": int(row["matches"]), "kinds": list(row["kinds"])}
             for rid, row in per_record.iterrows()
         ]
-    return CheckOutcome("pii_residual", value <= threshold, value, float(threshold), "<=", len(frame), worst)
+    return GateResult(name="pii_residual", passed=value <= threshold, value=value, threshold=float(threshold),
+                      comparison=Comparison.AT_MOST, sample_size=len(frame), worst=worst)

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2_contingency, ks_2samp
 
-from dagster_project.quality.checks import WORST_LIMIT, CheckOutcome
+from dagster_project.quality.checks import WORST_LIMIT
+from dagster_project.quality.result import Comparison, GateResult
 
 PSI_EPSILON = 1e-4
 """Floor for a bin's share before taking logs.
@@ -137,7 +138,7 @@ def label_drift(reference_labels: pd.Series, current_labels: pd.Series, classes:
     return {"psi": _psi_from_counts(e_counts, a_counts), "chi2": statistic, "p_value": p_value}
 
 
-def drift_check(report: pd.DataFrame, max_psi: float = 0.2, alpha: float | None = 0.01) -> CheckOutcome:
+def drift_check(report: pd.DataFrame, max_psi: float = 0.2, alpha: float | None = 0.01) -> GateResult:
     """Passes when no feature drifts: PSI above ``max_psi`` *and* (with ``alpha``) a significant KS/chi-squared test.
 
     Why both: PSI has no notion of sample size -- two samples of 50 from one distribution routinely score above
@@ -161,4 +162,5 @@ def drift_check(report: pd.DataFrame, max_psi: float = 0.2, alpha: float | None 
         for _, row in scored.head(WORST_LIMIT).iterrows()
     ]
     sample_size = int(report["n_current"].max()) if "n_current" in report and not report.empty else 0
-    return CheckOutcome("drift", value <= max_psi, value, max_psi, "<=", sample_size, worst)
+    return GateResult(name="drift", passed=value <= max_psi, value=value, threshold=max_psi,
+                      comparison=Comparison.AT_MOST, sample_size=sample_size, worst=worst)

@@ -24,17 +24,18 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from dagster_project.quality.checks import CheckOutcome
+from dagster_project.quality.result import Comparison, GateResult
 
 MIN_ROWS = 20
 """Fewest rows either side may have: below that a cross-validated AUC is mostly noise."""
 
 
-def synthetic_share(is_synthetic: pd.Series, cap: float) -> CheckOutcome:
+def synthetic_share(is_synthetic: pd.Series, cap: float) -> GateResult:
     """Share of records flagged synthetic must not exceed ``cap`` (nulls count as not synthetic)."""
     flags = is_synthetic.fillna(False).astype(bool)
     value = float(flags.mean()) if len(flags) else 0.0
-    return CheckOutcome("synthetic_share", value <= cap, value, cap, "<=", len(flags), [])
+    return GateResult(name="synthetic_share", passed=value <= cap, value=value, threshold=cap,
+                      comparison=Comparison.AT_MOST, sample_size=len(flags), worst=[])
 
 
 @dataclass(frozen=True)

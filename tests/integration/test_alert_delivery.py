@@ -27,6 +27,7 @@ from dagster_project.alerts import (
     playbook_url,
 )
 from dagster_project.devservices.slack_receiver import RunningSlackReceiver, start_slack_receiver
+from resources.platform_db import PlatformDatabaseResource
 from resources.slack import AlertsResource, SlackResource
 from tests.conftest import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER
 
@@ -280,8 +281,8 @@ def test_concurrent_deliverers_send_each_message_once(postgres_database: str, sc
 
 def test_dagster_resources_wire_the_same_flow(postgres_database: str, schema: str, slack: RunningSlackReceiver,
                                               now: datetime) -> None:
-    alerts = AlertsResource(database_url=pg_url(postgres_database), db_schema=schema, throttle_minutes=5,
-                            playbook_base_url=PLAYBOOKS)
+    database = PlatformDatabaseResource(url=pg_url(postgres_database), db_schema=schema)
+    alerts = AlertsResource(database=database, throttle_minutes=5, playbook_base_url=PLAYBOOKS)
     slack_resource = SlackResource(token=TOKEN, base_url=slack.base_url)
     router = alerts.router()
     assert router.throttle == timedelta(minutes=5)

@@ -15,25 +15,25 @@ import pytest
 from dagster_project import layout
 from dagster_project.batch_runner import run_batch
 from dagster_project.definitions import build_definitions
-from dagster_project.governance import ApprovalStore, NotADataOwner, Verdict
-from dagster_project.ingest import read_gold_set
-from dagster_project.lakefs_repo import LakeFSRepository, MergeConflict, api_client
+from dagster_project.devservices.sample_data import build_drop, upload_drop, upload_gold_set
+from dagster_project.lakefs import LakeFSRepository, MergeConflict, api_client
 from dagster_project.layout import Stage
-from dagster_project.pipeline import Batch
-from dagster_project.publish import (
+from dagster_project.publishing.approvals import ApprovalStore, NotADataOwner, Verdict
+from dagster_project.publishing.decisions import (
     NotAwaitingApproval,
     approval_request,
     cleanup_rejected_branches,
     decide,
-    merge_batch,
     merge_if_approved,
-    run_publish,
 )
-from dagster_project.sample_data import build_drop, upload_drop, upload_gold_set
+from dagster_project.publishing.publish import merge_batch, run_publish
+from dagster_project.publishing.versions import diff_published, list_versions
 from dagster_project.settings import Settings
+from dagster_project.stages.batch import Batch
+from dagster_project.stages.ingest import read_gold_set
+from dagster_project.stages.runners import StageInputs
 from dagster_project.tenants import TenantConfig, TenantsConfig
 from dagster_project.vendors import build_vendor
-from dagster_project.versions import diff_published, list_versions
 from tests.conftest import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER, REPO_ROOT, write_tenants
 
 OWNER_A, OWNER_B = "priya.shah@northbank.example", "tom.okafor@northbank.example"
@@ -63,7 +63,9 @@ def processed_batch(settings: Settings, s3, tenant: TenantConfig, batch_id: str,
                         settings.lakefs_secret_access_key.get_secret_value())
     batch = Batch(tenant, dataset, batch_id, LakeFSRepository(client, tenant.lakefs_repository), "approvals")
     vendors = {v.name: build_vendor(v, settings.home / "vendors") for v in dataset.vendors}
-    run = run_batch(batch, s3, settings.landing_bucket, f"local://approvals/{batch.repo.name}", vendors, gold)
+    run = run_batch(batch, StageInputs(s3=s3, landing_bucket=settings.landing_bucket,
+                                       storage_namespace=f"local://approvals/{batch.repo.name}",
+                                       vendors=vendors, gold=gold))
     assert run.published is not None and run.published.status == "awaiting_approval"
     return batch
 
@@ -201,7 +203,7 @@ def test_a_merge_conflict_loses_nothing(settings: Settings, s3, tenants: Tenants
     head_before = repo.branch_head(batch.branch)
 
     with pytest.raises(MergeConflict, match="conflict"):
-        merge_batch(batch, {})
+        merge_batch(batch, None)
     assert repo.branch_head(batch.branch) == head_before  # the batch is intact for the data owner to resolve
     assert list_versions(repo, "support_intents") == []
 

@@ -17,9 +17,9 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 
 from dagster_project import layout
 from dagster_project.definitions import build_definitions
+from dagster_project.devservices.sample_data import build_drop, upload_drop, upload_gold_set
 from dagster_project.gates import GATES
 from dagster_project.layout import Stage
-from dagster_project.sample_data import build_drop, upload_drop, upload_gold_set
 from dagster_project.settings import Settings
 from dagster_project.tenants import load_tenants
 from tests.conftest import PG_HOST, PG_PASSWORD, PG_USER, REPO_ROOT, write_tenants
@@ -42,8 +42,8 @@ def postgres_instance(tmp_path: Path, postgres_database: str, monkeypatch: pytes
 def evaluate_landing_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, tenant: str, dataset: str,
                             cursor: str | None = None) -> dg.SensorResult:
     sensor = defs.resolve_sensor_def(layout.landing_sensor_name(tenant, dataset))
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources)
-    return sensor(context)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources) as context:
+        return sensor(context)
 
 
 def apply_partition_requests(instance: dg.DagsterInstance, result: dg.SensorResult) -> None:
@@ -100,8 +100,8 @@ def test_batch_runs_through_dagster_on_postgres(settings: Settings, s3, postgres
 
     # A new version triggers what depends on it: the version sensor requests the training-manifest export.
     version_sensor = defs.resolve_sensor_def(f"{tenant}__{dataset}__version_sensor")
-    context = dg.build_sensor_context(instance=instance, resources=defs.resources)
-    sensed = version_sensor(context)
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+        sensed = version_sensor(context)
     assert [r.tags["trainyard/version"] for r in sensed.run_requests] == ["support_intents/v1"]
     export = defs.resolve_job_def(f"{tenant}__{dataset}__version_job").execute_in_process(
         instance=instance, tags=sensed.run_requests[0].tags)
@@ -110,8 +110,8 @@ def test_batch_runs_through_dagster_on_postgres(settings: Settings, s3, postgres
                                         Key="northbank/support_intents/exports/versions/v1.json")["Body"].read())
     assert manifest["commit_id"] == published["main_commit"].value and manifest["version"] == "support_intents/v1"
     assert manifest["files"] == [f"datasets/support_intents/published/batch={batch_id}/data.parquet"]
-    again = version_sensor(dg.build_sensor_context(instance=instance, resources=defs.resources,
-                                                   cursor=sensed.cursor))
+    with dg.build_sensor_context(instance=instance, resources=defs.resources, cursor=sensed.cursor) as context:
+        again = version_sensor(context)
     assert again.run_requests == []
 
     # ... and the instance is PostgreSQL: the same facts, read with SQL.

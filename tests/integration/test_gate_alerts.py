@@ -1,7 +1,8 @@
-"""A failed gate, end to end through Dagster: the blocking check fails the run, the alert sensors queue one alert
-in the PostgreSQL outbox and deliver exactly one Slack message (to a local receiver, through slack-sdk) with the
-metric, threshold, branch and playbook link; a re-run that passes sends a recovery message in the thread; a run
-that fails for another reason raises a ``run_failed`` alert instead."""
+"""A failed gate, end to end through Dagster: the blocking check fails the run and queues one alert in the
+PostgreSQL outbox where it is evaluated (the run-failure sensor stays quiet about that run), and the delivery
+sensor delivers exactly one Slack message (to a local receiver, through slack-sdk) with the metric, threshold,
+branch and playbook link; a re-run that passes sends a recovery message in the thread; a run that fails for
+another reason raises a ``run_failed`` alert instead."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.alert_sensors import ALERT_DELIVERY_SENSOR, CHECK_ALERT_SENSOR, RUN_FAILURE_ALERT_SENSOR
+from assets.alert_sensors import ALERT_DELIVERY_SENSOR, RUN_FAILURE_ALERT_SENSOR
 from dagster_project import layout
 from dagster_project.alerts import AlertOutbox, IncidentStatus, OutboxStatus
 from dagster_project.definitions import build_definitions
+from dagster_project.devservices.sample_data import build_drop, upload_drop, upload_gold_set
 from dagster_project.devservices.slack_receiver import RunningSlackReceiver, start_slack_receiver
-from dagster_project.sample_data import build_drop, upload_drop, upload_gold_set
 from dagster_project.settings import Settings
 from dagster_project.tenants import load_tenants
 from tests.conftest import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER
@@ -44,9 +45,18 @@ def alert_settings(settings: Settings, slack: RunningSlackReceiver, postgres_dat
 
 
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursors: dict[str, str | None]) -> None:
-    context = dg.build_sensor_context(instance=instance, cursor=cursors.get(name), resources=defs.resources)
-    defs.resolve_sensor_def(name)(context)
-    cursors[name] = context.cursor
+    with dg.build_sensor_context(instance=instance, cursor=cursors.get(name), resources=defs.resources) as context:
+        defs.resolve_sensor_def(name)(context)
+        cursors[name] = context.cursor
+
+
+def run_failure_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> None:
+    """Evaluate the run-failure alert sensor for one failed run."""
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+    with dg.build_run_status_sensor_context(
+            sensor_name=RUN_FAILURE_ALERT_SENSOR, dagster_event=failure, dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(result.run_id), resources=defs.resources) as context:
+        defs.resolve_sensor_def(RUN_FAILURE_ALERT_SENSOR)(context.for_run_failure())
 
 
 def test_failed_gate_alerts_once_and_recovers(alert_settings: Settings, s3, slack: RunningSlackReceiver,
@@ -65,9 +75,11 @@ def test_failed_gate_alerts_once_and_recovers(alert_settings: Settings, s3, slac
 
     failed = job.execute_in_process(instance=instance, partition_key=BATCH, raise_on_error=False)
     assert not failed.success
+    assert instance.get_run_by_id(failed.run_id).tags[layout.ALERTED_TAG] == "gate_failed:pii_residual"
+    # The run failed because of the gate: the run-failure sensor must not announce it a second time.
+    run_failure_sensor(defs, instance, failed)
     cursors: dict[str, str | None] = {}
     for _ in range(3):  # repeated ticks must not repeat the message
-        tick(defs, instance, CHECK_ALERT_SENSOR, cursors)
         tick(defs, instance, ALERT_DELIVERY_SENSOR, cursors)
 
     assert len(slack.messages) == 1
@@ -86,7 +98,6 @@ def test_failed_gate_alerts_once_and_recovers(alert_settings: Settings, s3, slac
     upload_drop(s3, alert_settings.landing_bucket, clean)
     passed = job.execute_in_process(instance=instance, partition_key=BATCH)
     assert passed.success
-    tick(defs, instance, CHECK_ALERT_SENSOR, cursors)
     tick(defs, instance, ALERT_DELIVERY_SENSOR, cursors)
     assert len(slack.messages) == 2
     recovery = slack.messages[1]
@@ -105,11 +116,7 @@ def test_run_failing_for_another_reason_raises_run_failed(alert_settings: Settin
     result = job.execute_in_process(instance=instance, partition_key="no-such-drop", raise_on_error=False)
     assert not result.success
 
-    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    context = dg.build_run_status_sensor_context(
-        sensor_name=RUN_FAILURE_ALERT_SENSOR, dagster_event=failure, dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(result.run_id), resources=defs.resources).for_run_failure()
-    defs.resolve_sensor_def(RUN_FAILURE_ALERT_SENSOR)(context)
+    run_failure_sensor(defs, instance, result)
     tick(defs, instance, ALERT_DELIVERY_SENSOR, {})
 
     assert [m.channel for m in slack.messages] == ["#stahlwerk-quality"]

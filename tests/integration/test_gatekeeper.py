@@ -14,22 +14,20 @@ import pytest
 from lakefs_sdk.exceptions import ApiException
 
 from dagster_project.batch_runner import run_batch
-from dagster_project.gatekeeper import (
-    ACTION_PATH,
-    SECRET_ENV,
-    RunningGatekeeper,
-    gatekeeper_decider,
-    install_gate,
-    start_gatekeeper,
-)
+from dagster_project.devservices.sample_data import build_drop, upload_drop, upload_gold_set
 from dagster_project.gates import GATES
-from dagster_project.governance import ApprovalStore, Verdict
-from dagster_project.ingest import read_gold_set
-from dagster_project.lakefs_repo import LakeFSRepository, api_client
-from dagster_project.pipeline import Batch
-from dagster_project.publish import PublishRefused, decide, merge_batch
-from dagster_project.sample_data import build_drop, upload_drop, upload_gold_set
+from dagster_project.lakefs import LakeFSError, LakeFSRepository, api_client
+from dagster_project.lakefs.metadata import PUBLISHED_STAGE, CommitMetadata
+from dagster_project.publishing.approvals import ApprovalStore, Verdict
+from dagster_project.publishing.decisions import decide
+from dagster_project.publishing.gatekeeper import ACTION_PATH, SECRET_ENV, gatekeeper_decider, install_gate
+from dagster_project.publishing.publish import PublishRefused, merge_batch
+from dagster_project.quality.result import Comparison, GateVerdict
+from dagster_project.services.gatekeeper import RunningGatekeeper, start_gatekeeper
 from dagster_project.settings import Settings
+from dagster_project.stages.batch import Batch
+from dagster_project.stages.ingest import read_gold_set
+from dagster_project.stages.runners import StageInputs
 from dagster_project.tenants import DatasetConfig, TenantConfig, TenantsConfig
 from dagster_project.vendors import build_vendor
 from tests.conftest import PG_HOST, PG_PASSWORD, PG_PORT, PG_USER
@@ -85,7 +83,9 @@ def processed(settings: Settings, s3, tenant: TenantConfig, dataset: DatasetConf
                          dataset.record_schema.text_field, dataset.labels)
     batch = Batch(tenant, dataset, batch_id, LakeFSRepository(client(settings), tenant.lakefs_repository), "gate")
     vendors = {v.name: build_vendor(v, settings.home / "vendors") for v in dataset.vendors}
-    run_batch(batch, s3, settings.landing_bucket, f"local://gate/{batch.repo.name}", vendors, gold, publish, store)
+    run_batch(batch, StageInputs(s3=s3, landing_bucket=settings.landing_bucket,
+                                 storage_namespace=f"local://gate/{batch.repo.name}",
+                                 vendors=vendors, gold=gold), publish, store)
     return batch
 
 
@@ -153,13 +153,13 @@ def test_stale_approval_and_action_changes_are_refused(settings: Settings, s3, g
     assert refused.value.status == 412 and batch.repo.branch_head("main") == main_before
     assert "_lakefs_actions/allow-all.yaml" in gatekeeper.decisions[-1][1].reason
     with pytest.raises(PublishRefused, match="_lakefs_actions/allow-all.yaml"):
-        merge_batch(batch, {})
+        merge_batch(batch, None)
 
 
 def test_main_is_protected_and_the_secret_is_required(settings: Settings, s3, gated) -> None:
     gatekeeper, config = gated
     repo = LakeFSRepository(client(settings), "stahlwerk")
-    with pytest.raises(ApiException) as forbidden:
+    with pytest.raises(LakeFSError) as forbidden:
         repo.put_bytes("main", "datasets/defect_reports/published/batch=x/data.parquet", b"not allowed")
     assert forbidden.value.status == 403
     # A hook with the wrong secret is refused by the gatekeeper itself.
@@ -174,8 +174,10 @@ def test_forged_commit_metadata_is_not_trusted(settings: Settings, s3, gated) ->
     repo = LakeFSRepository(client(settings), "stahlwerk")
     repo.ensure_branch("evil")
     repo.put_bytes("evil", "datasets/defect_reports/published/batch=evil/data.parquet", b"unchecked data")
-    forged = {"trainyard.stage": "published", "trainyard.batch_id": "evil", "trainyard.dataset": "defect_reports",
-              "trainyard.gates": json.dumps({g.name: {"passed": True} for g in GATES if g.blocking})}
+    # A well-formed forgery: every blocking gate "passed", in exactly the shape Trainyard writes.
+    passed = GateVerdict(passed=True, value=1.0, threshold=0.0, comparison=Comparison.AT_LEAST)
+    forged = CommitMetadata(stage=PUBLISHED_STAGE, tenant="stahlwerk", dataset="defect_reports", batch_id="evil",
+                            gates={g.name: passed for g in GATES if g.blocking}).to_lakefs()
     repo.commit("evil", "looks legit", forged)
     main_before = repo.branch_head("main")
 
@@ -183,3 +185,13 @@ def test_forged_commit_metadata_is_not_trusted(settings: Settings, s3, gated) ->
         lakefs_sdk.RefsApi(client(settings)).merge_into_branch("stahlwerk", "evil", "main")
     assert refused.value.status == 412 and repo.branch_head("main") == main_before
     assert "not committed by Trainyard" in gatekeeper.decisions[-1][1].reason
+
+    # A clumsy forgery (gates in a shape Trainyard never writes) is refused as such, not as a gatekeeper crash.
+    repo.put_bytes("evil", "datasets/defect_reports/published/batch=evil/more.parquet", b"more unchecked data")
+    clumsy = {**forged, "trainyard.gates": json.dumps({"completeness": {"passed": True}})}
+    repo.commit("evil", "looks legit too", clumsy)
+    with pytest.raises(ApiException) as refused:
+        lakefs_sdk.RefsApi(client(settings)).merge_into_branch("stahlwerk", "evil", "main")
+    assert refused.value.status == 412 and repo.branch_head("main") == main_before
+    reason = gatekeeper.decisions[-1][1].reason
+    assert "not a Trainyard publish candidate" in reason and "trainyard.gates" in reason, reason

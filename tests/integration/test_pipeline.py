@@ -14,35 +14,38 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dagster_project import layout, pipeline
+from dagster_project import layout
 from dagster_project.batch_runner import BatchRun, run_batch
+from dagster_project.devservices.sample_data import build_drop, synthetic_records, upload_drop, upload_gold_set
 from dagster_project.gates import GATES
-from dagster_project.ingest import read_gold_set
-from dagster_project.lakefs_repo import LakeFSRepository, api_client
-from dagster_project.landing import find_drop, utcnow
+from dagster_project.lakefs import LakeFSRepository, api_client
 from dagster_project.layout import Stage
-from dagster_project.pipeline import DUPLICATES_FILE
-from dagster_project.publish import PublishRefused, run_publish
-from dagster_project.sample_data import build_drop, synthetic_records, upload_drop, upload_gold_set
+from dagster_project.publishing.publish import PublishRefused, run_publish
 from dagster_project.settings import Settings
+from dagster_project.stages.batch import DUPLICATES_FILE, Batch
+from dagster_project.stages.ingest import read_gold_set
+from dagster_project.stages.landing import find_drop, utcnow
+from dagster_project.stages.runners import StageInputs
 from dagster_project.tenants import DatasetConfig, TenantConfig, TenantsConfig
 from dagster_project.vendors import build_vendor
 
 
-def make_batch(settings: Settings, tenant: TenantConfig, dataset: DatasetConfig, batch_id: str) -> pipeline.Batch:
+def make_batch(settings: Settings, tenant: TenantConfig, dataset: DatasetConfig, batch_id: str) -> Batch:
     client = api_client(settings.lakefs_api_url, settings.lakefs_access_key_id,
                         settings.lakefs_secret_access_key.get_secret_value())
-    return pipeline.Batch(tenant, dataset, batch_id, LakeFSRepository(client, tenant.lakefs_repository), "test-run")
+    return Batch(tenant, dataset, batch_id, LakeFSRepository(client, tenant.lakefs_repository), "test-run")
 
 
-def process(batch: pipeline.Batch, s3, settings: Settings, publish: bool = True) -> BatchRun:
+def process(batch: Batch, s3, settings: Settings, publish: bool = True) -> BatchRun:
     """Stages and gates in Dagster's order, with the dataset's gold set uploaded to landing first."""
     dataset, tenant = batch.dataset, batch.tenant
     upload_gold_set(s3, settings.landing_bucket, tenant, dataset)
     gold = read_gold_set(s3, settings.landing_bucket, tenant.landing_prefix, dataset.name,
                          dataset.record_schema.text_field, dataset.labels)
     vendors = {v.name: build_vendor(v, settings.home / "vendors") for v in dataset.vendors}
-    return run_batch(batch, s3, settings.landing_bucket, f"local://test/{batch.repo.name}", vendors, gold, publish)
+    return run_batch(batch, StageInputs(s3=s3, landing_bucket=settings.landing_bucket,
+                                        storage_namespace=f"local://test/{batch.repo.name}",
+                                        vendors=vendors, gold=gold), publish)
 
 
 def test_batch_reaches_main_with_exact_counts_and_lineage(settings: Settings, s3, tenants: TenantsConfig) -> None:

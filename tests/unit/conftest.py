@@ -12,3 +12,12 @@ from dagster_project.tenants import TenantsConfig, load_tenants
 def example_config() -> TenantsConfig:
     """The example tenants file shipped with the package, loaded once."""
     return load_tenants(EXAMPLE_TENANTS_FILE)
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    """A batch pipeline with no services (see :mod:`tests.unit.harness`)."""
+    from tests.unit.harness import harness
+
+    with harness(tmp_path) as h:
+        yield h

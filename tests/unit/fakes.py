@@ -7,8 +7,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from dagster_project.landing import Drop, LandingFile
 from dagster_project.layout import MANIFEST_NAME
+from dagster_project.stages.landing import Drop, LandingFile
 
 BUCKET = "landing"
 DROP_PREFIX = "acme/reviews/incoming/drop-1/"

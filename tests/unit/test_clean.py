@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from dagster_project.clean import CleanResult, clean_records, normalise_text
 from dagster_project.records import LINEAGE_COLUMNS, QUARANTINE_COLUMNS, record_id_for
+from dagster_project.stages.clean import CleanResult, clean_records, normalise_text
 from dagster_project.tenants import FieldSpec, RecordSchema
 
 from .fakes import INGESTED_AT

@@ -7,7 +7,7 @@ import hashlib
 import pandas as pd
 import pytest
 
-from dagster_project.dedup import (
+from dagster_project.stages.dedup import (
     DEDUP_INDEX_COLUMNS,
     DUPLICATE_COLUMNS,
     deduplicate,

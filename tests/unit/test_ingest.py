@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dagster_project import ingest
-from dagster_project.ingest import IngestResult, file_format, ingest_drop, read_payloads
 from dagster_project.layout import MANIFEST_NAME
 from dagster_project.records import LINEAGE_COLUMNS, QUARANTINE_COLUMNS, record_id_for
+from dagster_project.stages import ingest
+from dagster_project.stages.ingest import IngestResult, file_format, ingest_drop, read_payloads
 
 from .fakes import DROP_PREFIX, INGESTED_AT, VALID_MANIFEST, FakeS3, make_drop, uri
 

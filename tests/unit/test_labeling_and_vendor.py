@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from dagster_project.labeling import build_tasks, route_to_vendors
+from dagster_project.stages.labeling import build_tasks, route_to_vendors
 from dagster_project.tenants import DatasetConfig, TenantsConfig, VendorConfig
 from dagster_project.vendors import build_vendor
 from dagster_project.vendors.base import ANNOTATION_COLUMNS, TASK_COLUMNS

@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from dagster_project import layout
-from dagster_project.clean import clean_records
-from dagster_project.dedup import DEDUP_INDEX_COLUMNS, deduplicate
-from dagster_project.ingest import ingest_drop
-from dagster_project.landing import Manifest
+from dagster_project.devservices.sample_data import DropPlan, build_drop
 from dagster_project.layout import Stage, batch_branch, batch_id_for_drop
-from dagster_project.sample_data import DropPlan, build_drop
+from dagster_project.stages.clean import clean_records
+from dagster_project.stages.dedup import DEDUP_INDEX_COLUMNS, deduplicate
+from dagster_project.stages.ingest import ingest_drop
+from dagster_project.stages.landing import Manifest
 from dagster_project.tenants import TenantsConfig
 
 from .fakes import INGESTED_AT, make_drop

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dagster_project.pii import (
+from dagster_project.devservices.sample_data import FIRST, LAST, PII_SNIPPETS, synthetic_records
+from dagster_project.stages.pii import (
     FINDINGS_COLUMNS,
     KINDS,
     PiiMatch,
@@ -17,7 +18,6 @@ from dagster_project.pii import (
     redact,
     scan_frame,
 )
-from dagster_project.sample_data import FIRST, LAST, PII_SNIPPETS, synthetic_records
 from dagster_project.tenants import TenantsConfig
 
 

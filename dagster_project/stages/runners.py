@@ -1,14 +1,15 @@
-"""The stages of one batch, as plain functions over a tenant's lakeFS repository.
+"""What each stage does to a batch: read its input from the batch branch, call the stage's plain functions, write
+the output and its quarantine back, commit with the counts.
 
-Each stage reads its input from the batch branch, does its work with the pure functions of this package,
-writes its output (and its quarantine) back under ``datasets/<dataset>/<stage>/batch=<id>/`` and commits, with
-the stage, the counts and the Dagster run id in the commit metadata. Dagster assets call these functions and
-stay thin; tests call them directly. Re-running a stage rewrites the same paths and, with nothing changed,
-makes no new commit.
+The frame-level work lives next door (:mod:`~dagster_project.stages.ingest`, ``clean``, ``pii``, ``dedup``,
+``labeling``) and is tested on frames; these functions only move data between the branch and those functions, so
+Dagster assets and the batch runner call them with a :class:`StageInputs` and stay thin. Re-running a stage rewrites
+the same paths and, with nothing changed, makes no new commit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,89 +17,58 @@ from typing import Any
 import pandas as pd
 
 from dagster_project import layout
-from dagster_project.clean import clean_records
-from dagster_project.dedup import DEDUP_INDEX_COLUMNS, deduplicate
-from dagster_project.ingest import ingest_drop
-from dagster_project.labeling import GOLD_ITEM_PREFIX, build_tasks, gold_sample_size, select_gold
-from dagster_project.lakefs_repo import LakeFSRepository
-from dagster_project.landing import find_drop
 from dagster_project.layout import Stage
-from dagster_project.pii import PiiResult, apply_policy, scan_frame
 from dagster_project.quality import majority_vote
-from dagster_project.records import QUARANTINE_COLUMNS, empty_quarantine, quarantine_rows
-from dagster_project.tenants import DatasetConfig, TenantConfig
+from dagster_project.records import quarantine_rows
+from dagster_project.stages.batch import (
+    DUPLICATES_FILE,
+    GOLD_FILE,
+    MANIFEST_COPY,
+    PII_FINDINGS_FILE,
+    Batch,
+    StageReport,
+    reason_counts,
+    write_stage,
+)
+from dagster_project.stages.clean import clean_records
+from dagster_project.stages.dedup import DEDUP_INDEX_COLUMNS, deduplicate
+from dagster_project.stages.ingest import ingest_drop, read_gold_set
+from dagster_project.stages.labeling import GOLD_ITEM_PREFIX, build_tasks, gold_sample_size, select_gold
+from dagster_project.stages.landing import find_drop
+from dagster_project.stages.pii import PiiResult, apply_policy, scan_frame
 from dagster_project.vendors.base import ANNOTATION_COLUMNS, TASK_COLUMNS, VendorClient
-
-QUARANTINING_STAGES = (Stage.RAW, Stage.CLEAN, Stage.PII, Stage.CONSOLIDATED_LABELS)
-PII_FINDINGS_FILE = "pii_findings.parquet"
-GOLD_FILE = "gold.parquet"
-DUPLICATES_FILE = "duplicates.parquet"
-MANIFEST_COPY = "manifest.json"
 
 
 @dataclass(frozen=True)
-class Batch:
-    """One batch of one tenant's dataset, and where its data lives."""
+class StageInputs:
+    """What stages need from outside the batch branch: the landing zone, the lakeFS storage namespace, the vendors.
 
-    tenant: TenantConfig
-    dataset: DatasetConfig
-    batch_id: str
-    repo: LakeFSRepository
-    run_id: str = ""
+    A stage that needs none of it takes none (``StageInputs()``); Dagster assets build it from their resources.
+    """
 
-    @property
-    def branch(self) -> str:
-        return layout.batch_branch(self.dataset.name, self.batch_id)
+    s3: Any = None
+    """A boto3 S3 client for the landing zone."""
+    landing_bucket: str = ""
+    storage_namespace: str = ""
+    """Where lakeFS keeps the tenant repository's data, used when the repository is created."""
+    vendors: Mapping[str, VendorClient] = field(default_factory=dict)
+    gold: pd.DataFrame | None = None
+    """The dataset's gold set; None reads it from the landing zone (``<prefix>/<dataset>/gold/``)."""
 
-    def data_path(self, stage: Stage) -> str:
-        return layout.stage_data_path(self.dataset.name, stage, self.batch_id)
-
-    def quarantine_path(self, stage: Stage) -> str:
-        return layout.stage_quarantine_path(self.dataset.name, stage, self.batch_id)
-
-    def stage_file(self, stage: Stage, name: str) -> str:
-        return layout.stage_dir(self.dataset.name, stage, self.batch_id) + name
-
-    def read(self, stage: Stage, name: str | None = None) -> pd.DataFrame:
-        path = self.stage_file(stage, name) if name else self.data_path(stage)
-        return self.repo.require_frame(self.branch, path)
-
-    def commit(self, stage: Stage | str, message: str, counts: dict[str, Any]) -> str:
-        metadata = {
-            "trainyard.tenant": self.tenant.name,
-            "trainyard.dataset": self.dataset.name,
-            "trainyard.batch_id": self.batch_id,
-            "trainyard.stage": str(stage),
-            "trainyard.dagster_run_id": self.run_id,
-            **{f"trainyard.{key}": str(value) for key, value in counts.items()},
-        }
-        return self.repo.commit(self.branch, f"{self.dataset.name} {self.batch_id}: {message}", metadata)
+    def gold_set(self, batch: Batch) -> pd.DataFrame:
+        if self.gold is not None:
+            return self.gold
+        schema = batch.dataset.record_schema
+        return read_gold_set(self.s3, self.landing_bucket, batch.tenant.landing_prefix, batch.dataset.name,
+                             schema.text_field, batch.dataset.labels)
 
 
-@dataclass
-class StageReport:
-    """What a stage did, for Dagster metadata and the demo summary."""
-
-    stage: Stage
-    rows: int
-    commit_id: str
-    counts: dict[str, int | float] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-def write_stage(batch: Batch, stage: Stage, data: pd.DataFrame, quarantine: pd.DataFrame | None = None) -> None:
-    batch.repo.put_frame(batch.branch, batch.data_path(stage), data)
-    if quarantine is not None:
-        batch.repo.put_frame(batch.branch, batch.quarantine_path(stage), quarantine)
-
-
-# -- stages -------------------------------------------------------------------------------------------------
-def run_raw(batch: Batch, s3: Any, landing_bucket: str, storage_namespace: str,
-            now: datetime | None = None) -> StageReport:
+def run_raw(batch: Batch, inputs: StageInputs, now: datetime | None = None) -> StageReport:
     """Create the batch branch from main and ingest the drop onto it."""
-    batch.repo.ensure_exists(storage_namespace)
+    batch.repo.ensure_exists(inputs.storage_namespace)
     batch.repo.ensure_branch(batch.branch)
-    drop = find_drop(s3, landing_bucket, batch.tenant.landing_prefix, batch.dataset.name, batch.batch_id)
+    s3 = inputs.s3
+    drop = find_drop(s3, inputs.landing_bucket, batch.tenant.landing_prefix, batch.dataset.name, batch.batch_id)
     result = ingest_drop(s3, drop, batch.batch_id, now or _first_ingestion_time(batch) or datetime.now(UTC))
     write_stage(batch, Stage.RAW, result.records, result.quarantine)
     manifest = result.manifest.model_dump(mode="json") if result.manifest else {"problem": result.manifest_problem}
@@ -109,7 +79,8 @@ def run_raw(batch: Batch, s3: Any, landing_bucket: str, storage_namespace: str,
     commit_id = batch.commit(Stage.RAW, f"ingest {len(result.files)} files from {drop.uri}", counts)
     return StageReport(Stage.RAW, len(result.records), commit_id, counts,
                        {"drop": drop.uri, "quarantine_reasons": reason_counts(result.quarantine),
-                        "manifest_problem": result.manifest_problem})
+                        "manifest_problem": result.manifest_problem},
+                       [result.manifest_problem] if result.manifest_problem else [])
 
 
 def _first_ingestion_time(batch: Batch) -> datetime | None:
@@ -120,7 +91,7 @@ def _first_ingestion_time(batch: Batch) -> datetime | None:
     return previous["ingested_at"].iloc[0].to_pydatetime()
 
 
-def run_clean(batch: Batch) -> StageReport:
+def run_clean(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
     result = clean_records(batch.read(Stage.RAW), batch.dataset.record_schema)
     write_stage(batch, Stage.CLEAN, result.records, result.quarantine)
     counts = {"clean": len(result.records), "quarantined": len(result.quarantine),
@@ -139,7 +110,7 @@ def published_hash_index(batch: Batch) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=DEDUP_INDEX_COLUMNS)
 
 
-def run_pii(batch: Batch) -> StageReport:
+def run_pii(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
     """Redact or drop PII per the dataset's policy, before any text can reach a labeling vendor."""
     clean = batch.read(Stage.CLEAN)
     text_field = batch.dataset.record_schema.text_field
@@ -159,7 +130,7 @@ def run_pii(batch: Batch) -> StageReport:
     return StageReport(Stage.PII, len(result.records), commit_id, counts, {"policy": policy})
 
 
-def run_dedup(batch: Batch) -> StageReport:
+def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
     clean = batch.read(Stage.PII)
     known = published_hash_index(batch)
     result = deduplicate(clean, batch.dataset.record_schema.text_field, known)
@@ -174,9 +145,10 @@ def run_dedup(batch: Batch) -> StageReport:
     return StageReport(Stage.DEDUP, len(result.records), commit_id, counts)
 
 
-def run_labeling_tasks(batch: Batch, gold_set: pd.DataFrame) -> StageReport:
+def run_labeling_tasks(batch: Batch, inputs: StageInputs) -> StageReport:
     """Build the batch's tasks, mixing in a deterministic sample of the dataset's gold set."""
     records = batch.read(Stage.DEDUP)
+    gold_set = inputs.gold_set(batch)
     wanted = gold_sample_size(len(records), batch.dataset.gold_rate)
     gold = select_gold(gold_set, wanted, batch.batch_id) if wanted and len(gold_set) else gold_set.iloc[0:0]
     tasks = build_tasks(records, batch.dataset, gold)
@@ -200,9 +172,10 @@ def submission_id(batch: Batch) -> str:
     return f"{batch.tenant.name}/{batch.dataset.name}/{batch.batch_id}"
 
 
-def run_annotations(batch: Batch, vendors: dict[str, VendorClient]) -> StageReport:
+def run_annotations(batch: Batch, inputs: StageInputs) -> StageReport:
     """Submit each vendor's share idempotently and collect its judgements."""
     tasks = batch.read(Stage.LABELING_TASKS)
+    vendors = inputs.vendors
     collected = []
     for vendor_name, vendor_tasks in tasks.groupby("vendor", sort=True):
         vendor = vendors[str(vendor_name)]
@@ -223,7 +196,7 @@ def run_annotations(batch: Batch, vendors: dict[str, VendorClient]) -> StageRepo
     return StageReport(Stage.ANNOTATIONS, len(annotations), commit_id, counts)
 
 
-def run_consolidation(batch: Batch) -> StageReport:
+def run_consolidation(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
     """Majority vote per item; an item no vendor judged is quarantined, never silently lost."""
     annotations = batch_judgements(batch)
     items = batch.read(Stage.DEDUP)
@@ -247,12 +220,3 @@ def build_published(batch: Batch) -> pd.DataFrame:
     return records.merge(labels, on="record_id", how="inner", validate="one_to_one")
 
 
-def all_quarantine(batch: Batch) -> pd.DataFrame:
-    """Every quarantined record of the batch, whichever stage held it back."""
-    frames = [batch.repo.get_frame(batch.branch, batch.quarantine_path(stage)) for stage in QUARANTINING_STAGES]
-    frames = [f for f in frames if f is not None and len(f)]
-    return pd.concat(frames, ignore_index=True)[QUARANTINE_COLUMNS] if frames else empty_quarantine()
-
-
-def reason_counts(quarantine: pd.DataFrame) -> dict[str, int]:
-    return {str(k): int(v) for k, v in quarantine["reason"].value_counts().items()}

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dagster_project.ingest import gold_prefix
 from dagster_project.layout import MANIFEST_NAME, incoming_prefix
+from dagster_project.stages.ingest import gold_prefix
 from dagster_project.tenants import DatasetConfig, TenantConfig
 from dagster_project.vendors.simulated import simulated_truth
 

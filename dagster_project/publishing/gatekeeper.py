@@ -1,5 +1,6 @@
-"""The gatekeeper: lakeFS calls it as a ``pre-merge`` webhook for ``main`` and it refuses every merge that is not
-a gated, approved Trainyard batch.
+"""The gatekeeper's decision: lakeFS calls it as a ``pre-merge`` webhook for ``main`` and it refuses every merge
+that is not a gated, approved Trainyard batch. (The HTTP service that answers lakeFS is
+:mod:`dagster_project.services.gatekeeper`.)
 
 Why: branch protection in lakeFS does not block merges, so a person with write access could merge a failing or
 unapproved batch into ``main`` from the lakeFS UI. With ``_lakefs_actions/trainyard-gate.yaml`` on ``main`` (and
@@ -15,25 +16,22 @@ diff itself.) Requests must carry the shared secret header.
 
 from __future__ import annotations
 
-import hmac
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from dagster_project import layout
 from dagster_project.gates import blocking_gate_names
-from dagster_project.governance import ApprovalStore
-from dagster_project.lakefs_repo import LakeFSRepository
+from dagster_project.lakefs import LakeFSPort
+from dagster_project.lakefs.metadata import PUBLISHED_STAGE, CommitMetadata, MalformedMetadata
+from dagster_project.publishing.approvals import ApprovalStore
 from dagster_project.tenants import TenantsConfig
 
 SECRET_HEADER = "X-Trainyard-Gatekeeper-Secret"
-WEBHOOK_PATH = "/lakefs/pre-merge"
 ACTION_PATH = "_lakefs_actions/trainyard-gate.yaml"
 ACTIONS_PREFIX = "_lakefs_actions/"
+INSTALL_STAGE = "install-gatekeeper"
 SECRET_ENV = "LAKEFSACTION_TRAINYARD_GATEKEEPER_SECRET"
 """lakeFS exposes environment variables prefixed ``LAKEFSACTION_`` to action files as ``{{ ENV.NAME }}``: the
 shared secret is set on the lakeFS server, never written into the repository or shown in hook logs."""
@@ -66,12 +64,12 @@ def gate_action_yaml(webhook_url: str, timeout_seconds: int = 30) -> str:
     )
 
 
-def touches_actions(repo: LakeFSRepository, source: str, destination: str = layout.MAIN_BRANCH) -> list[str]:
+def touches_actions(repo: LakeFSPort, source: str, destination: str = layout.MAIN_BRANCH) -> list[str]:
     """Paths under ``_lakefs_actions/`` that merging ``source`` into ``destination`` would change."""
     return [path for path in repo.diff_paths(destination, source) if path.startswith(ACTIONS_PREFIX)]
 
 
-def evaluate_merge(payload: dict[str, Any], repo_for: Callable[[str], LakeFSRepository], tenants: TenantsConfig,
+def evaluate_merge(payload: dict[str, Any], repo_for: Callable[[str], LakeFSPort], tenants: TenantsConfig,
                    store: ApprovalStore) -> MergeDecision:
     """Decide a lakeFS pre-merge event (payload as lakeFS sends it)."""
     if payload.get("event_type") != "pre-merge":
@@ -89,9 +87,12 @@ def evaluate_merge(payload: dict[str, Any], repo_for: Callable[[str], LakeFSRepo
     if touched:
         return MergeDecision(False, f"the merge changes {', '.join(touched)}: action files may only change on main "
                                     "through an admin, never through a batch")
-    metadata = repo.get_commit(commit_id).metadata
-    dataset_name, batch_id = metadata.get("trainyard.dataset"), metadata.get("trainyard.batch_id")
-    if metadata.get("trainyard.stage") != "published" or not dataset_name or not batch_id:
+    try:
+        metadata = CommitMetadata.from_lakefs(repo.get_commit(commit_id).metadata)
+    except MalformedMetadata as exc:
+        return MergeDecision(False, f"commit {commit_id[:12]} is not a Trainyard publish candidate: {exc}")
+    dataset_name, batch_id = (metadata.dataset, metadata.batch_id) if metadata else (None, None)
+    if metadata is None or metadata.stage != PUBLISHED_STAGE or not dataset_name or not batch_id:
         return MergeDecision(False, f"commit {commit_id[:12]} is not a Trainyard publish candidate: only batches "
                                     "that passed every gate can be merged into main")
     try:
@@ -99,12 +100,11 @@ def evaluate_merge(payload: dict[str, Any], repo_for: Callable[[str], LakeFSRepo
     except KeyError:
         return MergeDecision(False, f"dataset {dataset_name!r} is not configured for tenant {tenant.name}")
     recorded = store.candidate(commit_id)
-    if recorded is None or (recorded["tenant"], recorded["dataset"], recorded["batch_id"]) != (
+    if recorded is None or (recorded.tenant, recorded.dataset, recorded.batch_id) != (
             tenant.name, dataset_name, batch_id):
         return MergeDecision(False, f"commit {commit_id[:12]} was not committed by Trainyard as the publish candidate "
                                     f"of batch {batch_id} (commit metadata alone is not trusted)")
-    gates = recorded["gates"]
-    failed = [name for name in blocking_gate_names() if not gates.get(name, {}).get("passed")]
+    failed = recorded.failed_or_missing(blocking_gate_names())
     if failed:
         return MergeDecision(False, f"batch {batch_id}: gates failed or missing on commit {commit_id[:12]}: "
                                     f"{', '.join(failed)}")
@@ -119,90 +119,7 @@ def evaluate_merge(payload: dict[str, Any], repo_for: Callable[[str], LakeFSRepo
     return MergeDecision(False, f"batch {batch_id}: {why}")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _GatekeeperServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        return
-
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        if self.path == "/healthz":
-            self._answer(HTTPStatus.OK, {"status": "ok"})
-        else:
-            self._answer(HTTPStatus.NOT_FOUND, {"error": "not found"})
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-        if self.path.split("?", 1)[0] != WEBHOOK_PATH:
-            self._answer(HTTPStatus.NOT_FOUND, {"error": "not found"})
-            return
-        payload: Any = {}
-        secret = self.headers.get(SECRET_HEADER, "")
-        if not hmac.compare_digest(secret.encode(), self.server.secret.encode()):
-            self._answer(HTTPStatus.UNAUTHORIZED, {"allowed": False, "reason": "missing or wrong shared secret"})
-            return
-        try:
-            payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0") or 0)) or b"{}")
-            decision = self.server.decide(payload)
-        except Exception as exc:  # refuse on any doubt: an unanswerable merge must not reach main
-            decision = MergeDecision(False, f"gatekeeper error: {exc}")
-        self.server.decisions.append((payload if isinstance(payload, dict) else {}, decision))
-        status = HTTPStatus.OK if decision.allowed else HTTPStatus.PRECONDITION_FAILED
-        self._answer(status, {"allowed": decision.allowed, "reason": decision.reason})
-
-
-class _GatekeeperServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], secret: str, decide: Callable[[dict], MergeDecision]) -> None:
-        super().__init__(address, _Handler)
-        self.secret = secret
-        self.decide = decide
-        self.decisions: list[tuple[dict[str, Any], MergeDecision]] = []
-
-
-@dataclass
-class RunningGatekeeper:
-    server: _GatekeeperServer
-    thread: threading.Thread
-
-    @property
-    def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}{WEBHOOK_PATH}"
-
-    @property
-    def decisions(self) -> list[tuple[dict[str, Any], MergeDecision]]:
-        return self.server.decisions
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-    def __enter__(self) -> RunningGatekeeper:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def start_gatekeeper(host: str, port: int, secret: str, decide: Callable[[dict], MergeDecision]) -> RunningGatekeeper:
-    server = _GatekeeperServer((host, port), secret, decide)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="gatekeeper",
-                              daemon=True)
-    thread.start()
-    return RunningGatekeeper(server, thread)
-
-
-def install_gate(repo: LakeFSRepository, webhook_url: str) -> bool:
+def install_gate(repo: LakeFSPort, webhook_url: str) -> bool:
     """Put the gatekeeper action on ``main`` and protect ``main`` against direct writes; True if anything changed.
 
     The action file is committed directly to ``main`` (the one direct write Trainyard makes, done with the
@@ -217,12 +134,12 @@ def install_gate(repo: LakeFSRepository, webhook_url: str) -> bool:
     try:
         repo.put_bytes(layout.MAIN_BRANCH, ACTION_PATH, wanted)
         repo.commit(layout.MAIN_BRANCH, "Install the Trainyard gatekeeper (pre-merge webhook for main)",
-                    {"trainyard.stage": "install-gatekeeper"})
+                    CommitMetadata(stage=INSTALL_STAGE).to_lakefs())
     finally:
         repo.protect(layout.MAIN_BRANCH)
     return True
 
 
-def gatekeeper_decider(tenants: TenantsConfig, repo_for: Callable[[str], LakeFSRepository],
+def gatekeeper_decider(tenants: TenantsConfig, repo_for: Callable[[str], LakeFSPort],
                        store: ApprovalStore) -> Callable[[dict], MergeDecision]:
     return lambda payload: evaluate_merge(payload, repo_for, tenants, store)

@@ -1,8 +1,9 @@
 """The planted-defect suite: for every blocking gate, a batch with exactly that defect is stopped by that gate,
 and clean batches pass every gate (no false blocks).
 
-Batches run through the same stage and gate functions Dagster calls (``run_batch`` mirrors the job's order and
-stops at the first failed blocking gate), against the moto S3 process and the lakeFS emulator.
+Batches run through the same stage and gate functions Dagster calls (``run_batch`` walks the same stage table as
+the job and stops at the first failed blocking gate), on the in-memory lakeFS fake with S3 faked in process: every
+gate's pass and fail path, with no server.
 """
 
 from __future__ import annotations
@@ -13,39 +14,19 @@ from dataclasses import dataclass
 
 import pytest
 
-from dagster_project.batch_runner import BatchRun, run_batch
+from dagster_project.batch_runner import BatchRun
+from dagster_project.devservices.sample_data import DropPlan, build_drop, default_manifest, synthetic_records
 from dagster_project.gates import GATES
-from dagster_project.ingest import read_gold_set
-from dagster_project.lakefs_repo import LakeFSRepository, api_client
 from dagster_project.layout import Stage
-from dagster_project.pipeline import Batch
-from dagster_project.sample_data import (
-    DropPlan,
-    build_drop,
-    default_manifest,
-    synthetic_records,
-    upload_drop,
-    upload_gold_set,
-)
-from dagster_project.settings import Settings
 from dagster_project.tenants import DatasetConfig, TenantConfig, TenantsConfig
-from dagster_project.vendors import build_vendor
 from dagster_project.vendors.simulated import simulated_truth
+from tests.unit.harness import Harness
 
 N = 400
 
 
-def process(settings: Settings, s3, tenant: TenantConfig, dataset: DatasetConfig, plan: DropPlan) -> BatchRun:
-    upload_drop(s3, settings.landing_bucket, plan)
-    upload_gold_set(s3, settings.landing_bucket, tenant, dataset)
-    gold = read_gold_set(s3, settings.landing_bucket, tenant.landing_prefix, dataset.name,
-                         dataset.record_schema.text_field, dataset.labels)
-    client = api_client(settings.lakefs_api_url, settings.lakefs_access_key_id,
-                        settings.lakefs_secret_access_key.get_secret_value())
-    batch_id = plan.drop_prefix.rstrip("/").rsplit("/", 1)[1]
-    batch = Batch(tenant, dataset, batch_id, LakeFSRepository(client, tenant.lakefs_repository), "defect-suite")
-    vendors = {v.name: build_vendor(v, settings.home / "vendors") for v in dataset.vendors}
-    return run_batch(batch, s3, settings.landing_bucket, f"local://suite/{tenant.lakefs_repository}", vendors, gold)
+def process(pipeline: Harness, tenant: TenantConfig, dataset: DatasetConfig, plan: DropPlan) -> BatchRun:
+    return pipeline.process(tenant, dataset, plan)
 
 
 def jsonl_drop(tenant: TenantConfig, dataset: DatasetConfig, name: str, records: list[dict]) -> DropPlan:
@@ -136,15 +117,15 @@ def test_every_blocking_gate_has_a_planted_defect() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DEFECTS))
-def test_defect_is_blocked_by_its_own_gate(name: str, settings: Settings, s3, tenants: TenantsConfig) -> None:
+def test_defect_is_blocked_by_its_own_gate(name: str, pipeline: Harness, example_config: TenantsConfig) -> None:
     defect = DEFECTS[name]
-    tenant = tenants.tenant(defect.tenant)
+    tenant = example_config.tenant(defect.tenant)
     dataset, plan = defect.build(tenant, tenant.datasets[0])
     if defect.gate == "drift":  # drift needs a reference on main: publish a normal batch first
-        reference = process(settings, s3, tenant, dataset, build_drop(tenant, dataset, "reference", N, seed=40))
+        reference = process(pipeline, tenant, dataset, build_drop(tenant, dataset, "reference", N, seed=40))
         assert reference.published is not None and reference.published.status == "published"
 
-    run = process(settings, s3, tenant, dataset, plan)
+    run = process(pipeline, tenant, dataset, plan)
 
     assert run.blocked_by == [defect.gate], {k: v for k, v in run.outcomes.items() if not v.passed}
     outcome = run.outcomes[defect.gate]
@@ -156,14 +137,14 @@ def test_defect_is_blocked_by_its_own_gate(name: str, settings: Settings, s3, te
 
 @pytest.mark.parametrize("tenant_name", ["northbank", "stahlwerk"])
 @pytest.mark.parametrize("seed", [1, 2])
-def test_clean_batches_pass_every_gate(tenant_name: str, seed: int, settings: Settings, s3,
-                                       tenants: TenantsConfig) -> None:
-    tenant = tenants.tenant(tenant_name)
+def test_clean_batches_pass_every_gate(tenant_name: str, seed: int, pipeline: Harness,
+                                       example_config: TenantsConfig) -> None:
+    tenant = example_config.tenant(tenant_name)
     dataset = tenant.datasets[0]
-    first = process(settings, s3, tenant, dataset, build_drop(tenant, dataset, f"clean-{seed}-a", N, seed=seed,
+    first = process(pipeline, tenant, dataset, build_drop(tenant, dataset, f"clean-{seed}-a", N, seed=seed,
                                                                synthetic_share=0.2))
     # A second batch also exercises the drift gate against the first one on main.
-    second = process(settings, s3, tenant, dataset, build_drop(tenant, dataset, f"clean-{seed}-b", N,
+    second = process(pipeline, tenant, dataset, build_drop(tenant, dataset, f"clean-{seed}-b", N,
                                                                 seed=seed + 100, synthetic_share=0.2))
     for run in (first, second):
         failed = {k: v for k, v in run.outcomes.items() if not v.passed}

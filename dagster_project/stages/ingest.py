@@ -19,9 +19,9 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from dagster_project.landing import Drop, LandingFile, Manifest, read_manifest
 from dagster_project.layout import Stage
 from dagster_project.records import LINEAGE_COLUMNS, QuarantineEntry, quarantine_frame, record_id_for
+from dagster_project.stages.landing import Drop, LandingFile, Manifest, read_manifest
 
 RAW_COLUMNS = [*LINEAGE_COLUMNS, "payload"]
 SUPPORTED_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}

@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from dagster_project import layout
-from dagster_project.lakefs_repo import LakeFSRepository
+from dagster_project.lakefs import LakeFSPort
+from dagster_project.lakefs.metadata import CommitMetadata
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Version:
     batch_id: str
     published_records: int
     created_at: datetime
+    metadata: CommitMetadata | None = None
 
 
 @dataclass(frozen=True)
@@ -46,34 +48,46 @@ class VersionDiff:
         return lines
 
 
-def list_versions(repo: LakeFSRepository, dataset: str) -> list[Version]:
+def list_versions(repo: LakeFSPort, dataset: str) -> list[Version]:
     versions = []
-    for tag in repo.iter_tags(prefix=f"{dataset}/v"):
-        number = tag.id.rsplit("/v", 1)[1]
-        if not number.isdigit():
+    for tag in repo.iter_tags(prefix=layout.version_tag_prefix(dataset)):
+        number = layout.parse_version_tag(dataset, tag.id)
+        if number is None:
             continue
         commit = repo.get_commit(tag.commit_id)
-        versions.append(Version(tag.id, int(number), tag.commit_id, commit.metadata.get("trainyard.batch_id", "-"),
-                                int(commit.metadata.get("trainyard.published", 0)),
-                                datetime.fromtimestamp(commit.creation_date, UTC)))
+        meta = CommitMetadata.from_lakefs(commit.metadata)
+        versions.append(Version(tag.id, number, tag.commit_id, (meta.batch_id if meta else None) or "-",
+                                meta.count("published") if meta else 0,
+                                datetime.fromtimestamp(commit.creation_date, UTC), meta))
     return sorted(versions, key=lambda v: v.number)
 
 
-def resolve_version(repo: LakeFSRepository, dataset: str, ref: str) -> str:
+def next_version(repo: LakeFSPort, dataset: str) -> int:
+    tags = repo.iter_tags(prefix=layout.version_tag_prefix(dataset))
+    numbers = (layout.parse_version_tag(dataset, t.id) for t in tags)
+    return max((n for n in numbers if n is not None), default=0) + 1
+
+
+def find_published_version(repo: LakeFSPort, dataset: str, batch_id: str) -> Version | None:
+    """The version that published this batch, if any."""
+    return next((v for v in list_versions(repo, dataset) if v.batch_id == batch_id), None)
+
+
+def resolve_version(dataset: str, ref: str) -> str:
     """``v3``, ``<dataset>/v3``, a branch or a commit id -> a ref lakeFS understands."""
     if ref.startswith("v") and ref[1:].isdigit():
         return layout.version_tag(dataset, int(ref[1:]))
     return ref
 
 
-def published_records(repo: LakeFSRepository, dataset: str, ref: str) -> pd.DataFrame:
+def published_records(repo: LakeFSPort, dataset: str, ref: str) -> pd.DataFrame:
     paths = [p for p in repo.list_paths(ref, layout.published_prefix(dataset)) if p.endswith(".parquet")]
     frames = [repo.require_frame(ref, p)[["record_id", "label"]] for p in paths]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["record_id", "label"])
 
 
-def diff_published(repo: LakeFSRepository, dataset: str, left: str, right: str) -> VersionDiff:
-    left_ref, right_ref = resolve_version(repo, dataset, left), resolve_version(repo, dataset, right)
+def diff_published(repo: LakeFSPort, dataset: str, left: str, right: str) -> VersionDiff:
+    left_ref, right_ref = resolve_version(dataset, left), resolve_version(dataset, right)
     a = published_records(repo, dataset, left_ref).set_index("record_id")["label"]
     b = published_records(repo, dataset, right_ref).set_index("record_id")["label"]
     common = a.index.intersection(b.index)
@@ -85,11 +99,10 @@ def diff_published(repo: LakeFSRepository, dataset: str, left: str, right: str) 
                        unchanged=len(common) - relabelled, label_counts=counts.sort_index())
 
 
-def training_manifest(repo: LakeFSRepository, dataset: str, version: Version) -> dict[str, object]:
+def training_manifest(repo: LakeFSPort, dataset: str, version: Version) -> dict[str, object]:
     """What a training job needs to read a version reproducibly: the pinned commit and the exact files."""
     files = [p for p in repo.list_paths(version.commit_id, layout.published_prefix(dataset)) if p.endswith(".parquet")]
-    lineage = {k.removeprefix("trainyard."): v for k, v in repo.get_commit(version.commit_id).metadata.items()
-               if k.startswith("trainyard.")}
+    lineage = version.metadata.model_dump(mode="json", exclude_defaults=True) if version.metadata else {}
     return {
         "repository": repo.name, "dataset": dataset, "version": version.tag, "commit_id": version.commit_id,
         "created_at": version.created_at.isoformat(), "batch_id": version.batch_id,

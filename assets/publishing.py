@@ -7,18 +7,21 @@ CLI (``trainyard approve``) or from this job records the same audit row; whichev
 """
 
 # No `from __future__ import annotations`: Dagster inspects the real annotations of ops and sensors.
-from datetime import timedelta
-
 import dagster as dg
 
 from dagster_project.alerts import merge_conflict_alert
-from dagster_project.governance import Verdict
-from dagster_project.lakefs_repo import MergeConflict
-from dagster_project.pipeline import Batch
-from dagster_project.publish import NotAwaitingApproval, cleanup_rejected_branches, decide, merge_if_approved
+from dagster_project.lakefs import MergeConflict
+from dagster_project.publishing.approvals import Verdict
+from dagster_project.publishing.decisions import (
+    NotAwaitingApproval,
+    cleanup_rejected_branches,
+    decide,
+    merge_if_approved,
+)
 from dagster_project.settings import Settings
+from dagster_project.stages.batch import Batch
 from dagster_project.tenants import TenantsConfig
-from resources.governance import GovernanceResource
+from resources.approvals import ApprovalsResource
 from resources.lakefs import LakeFSResource
 from resources.slack import AlertsResource
 
@@ -40,16 +43,14 @@ class DecisionConfig(dg.Config):
     reason: str = ""
 
 
-def build_governance_definitions(
-    tenants: TenantsConfig, settings: Settings,
-) -> tuple[list[dg.JobDefinition], list[dg.SensorDefinition], list[dg.ScheduleDefinition]]:
+def build_publishing_definitions(tenants: TenantsConfig, settings: Settings) -> dg.Definitions:
     @dg.op(description="Record a data owner's approval or rejection of a batch's publish candidate.")
     def record_decision(context: dg.OpExecutionContext, config: DecisionConfig, lakefs: LakeFSResource,
-                        governance: GovernanceResource) -> None:
+                        approvals: ApprovalsResource) -> None:
         tenant = tenants.tenant(config.tenant)
         dataset = tenant.dataset(config.dataset)
         batch = Batch(tenant, dataset, config.batch_id, lakefs.repository(tenant.lakefs_repository), context.run_id)
-        state = decide(batch, governance.store(), config.actor, Verdict(config.verdict), config.reason)
+        state = decide(batch, approvals.store(), config.actor, Verdict(config.verdict), config.reason)
         context.log.info(f"{config.actor} {config.verdict}d {config.tenant}/{config.dataset} {config.batch_id} at "
                          f"commit {state.commit_id}: approvers {list(state.approvers)}, {state.missing} more needed")
 
@@ -60,12 +61,14 @@ def build_governance_definitions(
 
     @dg.sensor(name=MERGE_SENSOR, minimum_interval_seconds=settings.sensor_interval_seconds,
                default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Merges batches whose publish candidate has enough data-owner approvals into main.")
+               description="Merges batches whose publish candidate has enough data-owner approvals into main "
+                           "(it looks only at the batches waiting for a decision).")
     def approved_batch_merge_sensor(context: dg.SensorEvaluationContext, lakefs: LakeFSResource,
-                                    governance: GovernanceResource, alerts: AlertsResource) -> dg.SkipReason:
-        store = governance.store()
+                                    approvals: ApprovalsResource, alerts: AlertsResource) -> dg.SkipReason:
+        store = approvals.store()
         merged = []
-        for tenant_name, dataset_name, batch_id in store.batches_with_decisions():
+        for pending in store.pending_batches():
+            tenant_name, dataset_name, batch_id = pending.tenant, pending.dataset, pending.batch_id
             try:
                 tenant = tenants.tenant(tenant_name)
                 dataset = tenant.dataset(dataset_name)
@@ -92,17 +95,18 @@ def build_governance_definitions(
 
     @dg.op(description="Delete the lakeFS branches of batches rejected longer ago than the retention period.")
     def delete_expired_rejected_branches(context: dg.OpExecutionContext, lakefs: LakeFSResource,
-                                         governance: GovernanceResource) -> None:
-        deleted = cleanup_rejected_branches(governance.store(), tenants, lakefs.repository,
-                                            timedelta(days=settings.rejected_branch_retention_days))
+                                         approvals: ApprovalsResource) -> None:
+        deleted = cleanup_rejected_branches(approvals.store(), tenants, lakefs.repository,
+                                            approvals.rejected_branch_retention)
         context.log.info(f"deleted {len(deleted)} rejected branch(es): {', '.join(deleted) or '-'}")
 
     @dg.job(name=CLEANUP_JOB, description="Delete branches of rejected batches after the retention period "
-                                          f"({settings.rejected_branch_retention_days:g} days).")
+                                          "(TRAINYARD_REJECTED_BRANCH_RETENTION_DAYS).")
     def rejected_branch_cleanup() -> None:
         delete_expired_rejected_branches()
 
     cleanup_schedule = dg.ScheduleDefinition(job=rejected_branch_cleanup, cron_schedule="30 3 * * *",
                                              default_status=dg.DefaultScheduleStatus.RUNNING,
                                              name=f"{CLEANUP_JOB}_daily")
-    return [data_owner_decision, rejected_branch_cleanup], [approved_batch_merge_sensor], [cleanup_schedule]
+    return dg.Definitions(jobs=[data_owner_decision, rejected_branch_cleanup], sensors=[approved_batch_merge_sensor],
+                          schedules=[cleanup_schedule])

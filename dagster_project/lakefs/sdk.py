@@ -1,23 +1,23 @@
-"""A tenant's lakeFS repository as the platform uses it, through ``lakefs-sdk`` only.
+"""A tenant's lakeFS repository as the platform uses it, through ``lakefs-sdk`` only: the port's adapter.
 
 Why a wrapper: stages think in "put this frame on the batch branch" and "merge this batch into main", not in
 paginated SDK calls. Keeping every lakeFS call here means a real lakeFS and the emulator are interchangeable
-(a URL change), and the idempotency rules (reuse an existing branch, skip empty commits, find a batch that is
-already published) live in one place.
+(a URL change), and the idempotency rules (reuse an existing branch, skip empty commits) live in one place.
+lakefs-sdk's models and exceptions are turned into the port's (:mod:`dagster_project.lakefs.port`) here, so
+nothing above depends on the generated client.
 """
 
 from __future__ import annotations
 
-import io
-import json
+import functools
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lakefs_sdk
-import pandas as pd
 from lakefs_sdk.exceptions import ApiException, NotFoundException
 
+from dagster_project.lakefs.port import Commit, LakeFSError, MergeConflict, ObjectFormats, RefNotFound, Tag
 from dagster_project.layout import MAIN_BRANCH
 from dagster_project.settings import Settings
 
@@ -25,6 +25,7 @@ PAGE_SIZE = 1000
 
 
 def api_client(api_url: str, access_key_id: str, secret_access_key: str) -> lakefs_sdk.ApiClient:
+    """The one place a lakefs-sdk client is built (``api_url`` ends in ``/api/v1``)."""
     configuration = lakefs_sdk.Configuration(host=api_url, username=access_key_id, password=secret_access_key)
     return lakefs_sdk.ApiClient(configuration)
 
@@ -35,33 +36,82 @@ def settings_client(settings: Settings) -> lakefs_sdk.ApiClient:
                       settings.lakefs_secret_access_key.get_secret_value())
 
 
-class MergeConflict(RuntimeError):
-    """lakeFS refused a merge because the same paths changed on both sides; nothing was merged."""
+class _PortErrors:
+    """A lakefs-sdk API object whose calls raise the port's errors: the one place SDK exceptions are translated."""
+
+    def __init__(self, api: Any, repository: str) -> None:
+        self._api = api
+        self._repository = repository
+
+    def __getattr__(self, operation: str) -> Callable[..., Any]:
+        method = getattr(self._api, operation)
+
+        @functools.wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except NotFoundException as exc:
+                raise RefNotFound(f"lakefs://{self._repository}: {operation}: {exc.body or exc.reason}") from exc
+            except ApiException as exc:
+                raise LakeFSError(f"lakefs://{self._repository}: {operation}: {exc.status} {exc.body or exc.reason}",
+                                  exc.status or 0) from exc
+
+        return call
 
 
-class LakeFSRepository:
-    """One lakeFS repository (one per tenant)."""
+def _paged(fetch: Callable[[str], Any]) -> Iterator[Any]:
+    """Every result of a paginated lakeFS listing; ``fetch(after)`` returns one page."""
+    after = ""
+    while True:
+        page = fetch(after)
+        yield from page.results
+        if not page.pagination.has_more:
+            return
+        after = page.pagination.next_offset
 
-    def __init__(self, client: lakefs_sdk.ApiClient, name: str) -> None:
+
+def _found(call: Callable[[], object]) -> bool:
+    """Whether ``call`` succeeded; False when what it names does not exist."""
+    try:
+        call()
+        return True
+    except RefNotFound:
+        return False
+
+
+def _commit(model: lakefs_sdk.Commit) -> Commit:
+    return Commit(id=model.id, parents=tuple(model.parents or ()), message=model.message or "",
+                  metadata=dict(model.metadata or {}), creation_date=int(model.creation_date or 0))
+
+
+class LakeFSRepository(ObjectFormats):
+    """One lakeFS repository (one per tenant).
+
+    ``page_size`` is how many entries one listing request asks for (lakeFS allows up to 1000); the contract tests
+    make it small so paging is exercised.
+    """
+
+    def __init__(self, client: lakefs_sdk.ApiClient, name: str, page_size: int = PAGE_SIZE) -> None:
         self.name = name
-        self._repositories = lakefs_sdk.RepositoriesApi(client)
-        self._branches = lakefs_sdk.BranchesApi(client)
-        self._objects = lakefs_sdk.ObjectsApi(client)
-        self._commits = lakefs_sdk.CommitsApi(client)
-        self._refs = lakefs_sdk.RefsApi(client)
-        self._tags = lakefs_sdk.TagsApi(client)
+        self.page_size = page_size
+        self._repositories = _PortErrors(lakefs_sdk.RepositoriesApi(client), name)
+        self._branches = _PortErrors(lakefs_sdk.BranchesApi(client), name)
+        self._objects = _PortErrors(lakefs_sdk.ObjectsApi(client), name)
+        self._commits = _PortErrors(lakefs_sdk.CommitsApi(client), name)
+        self._refs = _PortErrors(lakefs_sdk.RefsApi(client), name)
+        self._tags = _PortErrors(lakefs_sdk.TagsApi(client), name)
 
     # -- repository and branches -------------------------------------------------------------------------
     def ensure_exists(self, storage_namespace: str) -> None:
         try:
             self._repositories.get_repository(self.name)
-        except NotFoundException:
+        except RefNotFound:
             creation = lakefs_sdk.RepositoryCreation(
                 name=self.name, storage_namespace=storage_namespace, default_branch=MAIN_BRANCH
             )
             try:
                 self._repositories.create_repository(creation)
-            except ApiException as exc:
+            except LakeFSError as exc:
                 if exc.status != 409:  # created concurrently by another run: fine
                     raise
 
@@ -69,28 +119,20 @@ class LakeFSRepository:
         """Create ``branch`` from ``source`` unless it exists; return its head commit id."""
         try:
             return self._branches.get_branch(self.name, branch).commit_id
-        except NotFoundException:
+        except RefNotFound:
             try:
                 self._branches.create_branch(self.name, lakefs_sdk.BranchCreation(name=branch, source=source))
-            except ApiException as exc:
+            except LakeFSError as exc:
                 if exc.status != 409:
                     raise
             return self._branches.get_branch(self.name, branch).commit_id
 
     def delete_branch(self, branch: str) -> bool:
         """Delete a branch; False if it was already gone."""
-        try:
-            self._branches.delete_branch(self.name, branch)
-            return True
-        except NotFoundException:
-            return False
+        return _found(lambda: self._branches.delete_branch(self.name, branch))
 
     def branch_exists(self, branch: str) -> bool:
-        try:
-            self._branches.get_branch(self.name, branch)
-            return True
-        except NotFoundException:
-            return False
+        return _found(lambda: self._branches.get_branch(self.name, branch))
 
     def branch_head(self, branch: str) -> str:
         return self._branches.get_branch(self.name, branch).commit_id
@@ -106,51 +148,17 @@ class LakeFSRepository:
     def get_bytes(self, ref: str, path: str) -> bytes | None:
         try:
             return bytes(self._objects.get_object(self.name, ref, path))
-        except NotFoundException:
+        except RefNotFound:
             return None
 
-    def put_frame(self, branch: str, path: str, frame: pd.DataFrame) -> None:
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        self.put_bytes(branch, path, buffer.getvalue())
-
-    def get_frame(self, ref: str, path: str) -> pd.DataFrame | None:
-        data = self.get_bytes(ref, path)
-        return None if data is None else pd.read_parquet(io.BytesIO(data))
-
-    def require_frame(self, ref: str, path: str) -> pd.DataFrame:
-        frame = self.get_frame(ref, path)
-        if frame is None:
-            raise FileNotFoundError(f"lakefs://{self.name}/{ref}/{path} does not exist; run the upstream stage first")
-        return frame
-
-    def put_json(self, branch: str, path: str, value: Any) -> None:
-        self.put_bytes(branch, path, json.dumps(value, indent=2, sort_keys=True, default=str).encode("utf-8"))
-
-    def get_json(self, ref: str, path: str) -> Any | None:
-        data = self.get_bytes(ref, path)
-        return None if data is None else json.loads(data)
-
     def list_paths(self, ref: str, prefix: str) -> list[str]:
-        paths: list[str] = []
-        after = ""
-        while True:
-            page = self._objects.list_objects(self.name, ref, prefix=prefix, after=after, amount=PAGE_SIZE)
-            paths.extend(obj.path for obj in page.results)
-            if not page.pagination.has_more:
-                return paths
-            after = page.pagination.next_offset
+        return [obj.path for obj in _paged(lambda after: self._objects.list_objects(
+            self.name, ref, prefix=prefix, after=after, amount=self.page_size))]
 
     def diff_paths(self, left: str, right: str) -> list[str]:
         """Paths that differ between ``left`` and ``right`` (three-dot: what merging right into left brings)."""
-        paths: list[str] = []
-        after = ""
-        while True:
-            page = self._refs.diff_refs(self.name, left, right, after=after, amount=PAGE_SIZE, type="three_dot")
-            paths.extend(entry.path for entry in page.results)
-            if not page.pagination.has_more:
-                return paths
-            after = page.pagination.next_offset
+        return [entry.path for entry in _paged(lambda after: self._refs.diff_refs(
+            self.name, left, right, after=after, amount=self.page_size, type="three_dot"))]
 
     # -- protection of main ------------------------------------------------------------------------------
     def protected_patterns(self) -> list[str]:
@@ -178,37 +186,31 @@ class LakeFSRepository:
         creation = lakefs_sdk.CommitCreation(message=message, metadata=metadata)
         return self._commits.commit(self.name, branch, creation).id
 
-    def get_commit(self, ref: str) -> lakefs_sdk.Commit:
-        return self._commits.get_commit(self.name, ref)
+    def get_commit(self, ref: str) -> Commit:
+        return _commit(self._commits.get_commit(self.name, ref))
 
-    def log(self, ref: str, amount: int = 100) -> list[lakefs_sdk.Commit]:
-        return list(self._refs.log_commits(self.name, ref, amount=amount).results)
+    def log(self, ref: str, amount: int = 100) -> list[Commit]:
+        return [_commit(c) for c in self._refs.log_commits(self.name, ref, amount=amount).results]
 
     def merge(self, source: str, destination: str, message: str, metadata: dict[str, str]) -> str:
         merge = lakefs_sdk.Merge(message=message, metadata=metadata)
         try:
             return self._refs.merge_into_branch(self.name, source, destination, merge=merge).reference
-        except ApiException as exc:
+        except LakeFSError as exc:
             if exc.status == 409:
-                raise MergeConflict(f"merging {source} into {destination} in {self.name} conflicts: "
-                                    f"{exc.body or exc.reason}") from exc
+                raise MergeConflict(f"merging {source} into {destination} in {self.name} conflicts: {exc}") from exc
             raise
 
-    def iter_tags(self, prefix: str = "") -> Iterator[lakefs_sdk.Ref]:
-        after = ""
-        while True:
-            page = self._tags.list_tags(self.name, prefix=prefix, after=after, amount=PAGE_SIZE)
-            yield from page.results
-            if not page.pagination.has_more:
-                return
-            after = page.pagination.next_offset
+    def iter_tags(self, prefix: str = "") -> Iterator[Tag]:
+        return iter([Tag(tag.id, tag.commit_id) for tag in _paged(lambda after: self._tags.list_tags(
+            self.name, prefix=prefix, after=after, amount=self.page_size))])
 
     def create_tag(self, tag: str, ref: str) -> bool:
         """Create a tag; False if the id is taken (the caller picks the next version)."""
         try:
             self._tags.create_tag(self.name, lakefs_sdk.TagCreation(id=tag, ref=ref))
             return True
-        except ApiException as exc:
+        except LakeFSError as exc:
             if exc.status == 409:
                 return False
             raise

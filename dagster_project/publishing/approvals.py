@@ -5,6 +5,9 @@ of the dataset (``data_owners`` in the tenants file) approves or rejects a batch
 an audit table (who, when, batch, commit id, decision, reason) together with the branch head commit it was made
 on. Only decisions on the *current* head count: if anything is committed to the batch branch after the approval,
 the approval is stale and the batch waits again. ``required_approvals: 2`` needs two distinct owners.
+
+The same database keeps the publish candidates Trainyard committed (what the gatekeeper trusts, never commit
+metadata) and the batches still waiting for a decision, so the merge sensor looks only at those.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from enum import StrEnum
 import sqlalchemy as sa
 
 from dagster_project.db import create_tables, make_engine
+from dagster_project.quality.result import GateVerdict
 from dagster_project.tenants import DatasetConfig, TenantConfig
 
 APPROVALS_TABLE = "trainyard_approvals"
 CANDIDATES_TABLE = "trainyard_publish_candidates"
+PENDING_TABLE = "trainyard_pending_approvals"
 
 
 class Verdict(StrEnum):
@@ -42,6 +47,30 @@ class ApprovalRecord:
     actor: str
     reason: str
     decided_at: datetime
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A commit Trainyard itself made as a batch's publish candidate, with the gate verdicts it was made with."""
+
+    commit_id: str
+    tenant: str
+    dataset: str
+    batch_id: str
+    gates: dict[str, GateVerdict]
+    recorded_at: datetime
+
+    def failed_or_missing(self, required: list[str]) -> list[str]:
+        return [name for name in required if name not in self.gates or not self.gates[name].passed]
+
+
+@dataclass(frozen=True)
+class PendingBatch:
+    tenant: str
+    dataset: str
+    batch_id: str
+    commit_id: str
+    since: datetime
 
 
 @dataclass(frozen=True)
@@ -71,8 +100,11 @@ class ApprovalState:
 class ApprovalStore:
     """The approvals audit table (append-only: a decision is never updated or deleted)."""
 
-    def __init__(self, url: str | sa.URL, schema: str | None = None) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str | sa.URL | None = None, schema: str | None = None,
+                 engine: sa.Engine | None = None) -> None:
+        if engine is None and url is None:
+            raise ValueError("ApprovalStore needs a database URL or an engine")
+        self.engine = engine if engine is not None else make_engine(url)
         self.schema = schema
         self.metadata = sa.MetaData(schema=schema)
         self.table = sa.Table(
@@ -100,24 +132,60 @@ class ApprovalStore:
             sa.Column("gates", sa.JSON(), nullable=False),
             sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
         )
+        # Owner-policy batches waiting for a decision: one row per batch, gone once it is merged or rejected.
+        self.pending = sa.Table(
+            PENDING_TABLE, self.metadata,
+            sa.Column("tenant", sa.String(64), primary_key=True),
+            sa.Column("dataset", sa.String(64), primary_key=True),
+            sa.Column("batch_id", sa.String(128), primary_key=True),
+            sa.Column("commit_id", sa.String(64), nullable=False),
+            sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+        )
         create_tables(self.engine, self.metadata, schema)
 
     def record_candidate(self, tenant: str, dataset: str, batch_id: str, commit_id: str,
-                         gates: dict[str, dict]) -> None:
-        """Remember that Trainyard itself committed ``commit_id`` as a publish candidate with these gate results."""
+                         gates: dict[str, GateVerdict]) -> None:
+        """Remember that Trainyard itself committed ``commit_id`` as a publish candidate with these gate verdicts."""
+        stored = {name: verdict.model_dump(mode="json") for name, verdict in gates.items()}
         with self.engine.begin() as conn:
             exists = conn.execute(sa.select(self.candidates.c.commit_id)
                                   .where(self.candidates.c.commit_id == commit_id)).first()
             if exists is None:
                 conn.execute(sa.insert(self.candidates).values(
-                    commit_id=commit_id, tenant=tenant, dataset=dataset, batch_id=batch_id, gates=gates,
+                    commit_id=commit_id, tenant=tenant, dataset=dataset, batch_id=batch_id, gates=stored,
                     recorded_at=datetime.now(UTC)))
 
-    def candidate(self, commit_id: str) -> dict | None:
+    def candidate(self, commit_id: str) -> Candidate | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(self.candidates).where(self.candidates.c.commit_id == commit_id)).mappings()
             found = row.first()
-        return dict(found) if found else None
+        if found is None:
+            return None
+        gates = {name: GateVerdict.model_validate(v) for name, v in found["gates"].items()}
+        return Candidate(found["commit_id"], found["tenant"], found["dataset"], found["batch_id"], gates,
+                         _utc(found["recorded_at"]))
+
+    def mark_pending(self, tenant: str, dataset: str, batch_id: str, commit_id: str) -> None:
+        """The batch's candidate ``commit_id`` waits for its data owners (replaces an earlier candidate)."""
+        key = (self.pending.c.tenant == tenant) & (self.pending.c.dataset == dataset) & (
+            self.pending.c.batch_id == batch_id)
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(self.pending).where(key))
+            conn.execute(sa.insert(self.pending).values(tenant=tenant, dataset=dataset, batch_id=batch_id,
+                                                        commit_id=commit_id, since=datetime.now(UTC)))
+
+    def clear_pending(self, tenant: str, dataset: str, batch_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(self.pending).where(
+                self.pending.c.tenant == tenant, self.pending.c.dataset == dataset,
+                self.pending.c.batch_id == batch_id))
+
+    def pending_batches(self) -> list[PendingBatch]:
+        """Batches waiting for a data-owner decision, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(self.pending).order_by(self.pending.c.since)).mappings().all()
+        return [PendingBatch(r["tenant"], r["dataset"], r["batch_id"], r["commit_id"], _utc(r["since"]))
+                for r in rows]
 
     def dispose(self) -> None:
         self.engine.dispose()

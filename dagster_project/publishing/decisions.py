@@ -1,0 +1,116 @@
+"""Data-owner decisions on a batch that passed its gates: approve or reject its publish candidate, merge it once
+approved, ask the owners for a decision, and clean up after rejections.
+
+The decision itself is recorded by :class:`~dagster_project.publishing.approvals.ApprovalStore`, bound to the
+candidate commit; everything here reads the batch branch through the lakeFS port, so it is unit-tested against
+the in-memory fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from dagster_project import layout
+from dagster_project.alerts import Alert, AlertKind, playbook_url
+from dagster_project.lakefs import Commit, LakeFSPort, RefNotFound
+from dagster_project.lakefs.metadata import PUBLISHED_STAGE, CommitMetadata
+from dagster_project.publishing.approvals import ApprovalState, ApprovalStore, Verdict, rejected_batches
+from dagster_project.publishing.publish import PublishOutcome, check_gates, merge_batch
+from dagster_project.publishing.versions import diff_published, find_published_version
+from dagster_project.stages.batch import Batch
+from dagster_project.tenants import TenantsConfig
+
+
+class NotAwaitingApproval(RuntimeError):
+    """The batch has no publish candidate to decide on (not processed yet, gates failed, or already on main)."""
+
+
+def publish_candidate(batch: Batch) -> tuple[Commit, CommitMetadata]:
+    """The branch head, if it is the batch's publish candidate (committed by the publish step, gates passed)."""
+    try:
+        head = batch.repo.get_commit(batch.repo.branch_head(batch.branch))
+    except RefNotFound as exc:
+        raise NotAwaitingApproval(f"batch {batch.batch_id}: branch {batch.branch} does not exist") from exc
+    meta = CommitMetadata.from_lakefs(head.metadata)
+    if meta is None or meta.stage != PUBLISHED_STAGE or meta.batch_id != batch.batch_id:
+        raise NotAwaitingApproval(
+            f"{batch.tenant.name}/{batch.dataset.name} batch {batch.batch_id}: branch {batch.branch} head "
+            f"{head.id[:12]} is not a publish candidate (stage {meta.stage if meta else '-'}); "
+            "only batches whose gates passed and that wait for approval can be approved")
+    return head, meta
+
+
+def decide(batch: Batch, store: ApprovalStore, actor: str, verdict: Verdict, reason: str = "") -> ApprovalState:
+    """Record a data owner's decision on the batch's current publish candidate."""
+    if find_published_version(batch.repo, batch.dataset.name, batch.batch_id) is not None:
+        raise NotAwaitingApproval(f"batch {batch.batch_id} is already on main")
+    head, _ = publish_candidate(batch)
+    store.decide(batch.tenant, batch.dataset, batch.batch_id, head.id, actor, verdict, reason)
+    return store.state(batch.tenant, batch.dataset, batch.batch_id, head.id)
+
+
+def merge_if_approved(batch: Batch, store: ApprovalStore) -> PublishOutcome:
+    """Merge an owner-policy batch once enough data owners approved its current head commit."""
+    already = find_published_version(batch.repo, batch.dataset.name, batch.batch_id)
+    if already is not None:
+        store.clear_pending(batch.tenant.name, batch.dataset.name, batch.batch_id)
+        return PublishOutcome("already_published", batch.repo.branch_head(batch.branch), None, already.commit_id,
+                              already.tag)
+    head, candidate = publish_candidate(batch)
+    check_gates(batch)
+    state = store.state(batch.tenant, batch.dataset, batch.batch_id, head.id)
+    if state.rejected:
+        store.clear_pending(batch.tenant.name, batch.dataset.name, batch.batch_id)
+        return PublishOutcome("rejected", head.id, None)
+    if not state.approved:
+        return PublishOutcome("awaiting_approval", head.id, None)
+    main_commit, tag = merge_batch(batch, candidate, approved_by=state.approvers, approved_commit=head.id)
+    store.clear_pending(batch.tenant.name, batch.dataset.name, batch.batch_id)
+    return PublishOutcome("published", head.id, None, main_commit, tag)
+
+
+def approval_request(batch: Batch, outcome: PublishOutcome, playbook_base_url: str, run_url: str | None) -> Alert:
+    """The message the data owners get: what the batch changes on main, its gates, and the exact commands."""
+    diff = diff_published(batch.repo, batch.dataset.name, layout.MAIN_BRANCH, batch.branch)
+    where = f"{batch.tenant.name} {batch.dataset.name} {batch.batch_id}"
+    label_changes = [f"{label}: {int(r.left)} -> {int(r.right)} ({int(r.change):+d})"
+                     for label, r in diff.label_counts.iterrows() if r.change]
+    required = batch.dataset.publish.required_approvals
+    return Alert(
+        kind=AlertKind.APPROVAL_REQUESTED, tenant=batch.tenant.name, dataset=batch.dataset.name,
+        batch_id=batch.batch_id, branch=batch.branch,
+        title=f"{batch.tenant.name}/{batch.dataset.name} batch {batch.batch_id} awaits approval "
+              f"({required} data owner{'s' if required > 1 else ''})",
+        metric="records_added", value=float(diff.added),
+        details={
+            "diff_vs_main": f"+{diff.added} records, -{diff.removed} removed, {diff.relabelled} relabelled",
+            "commit": outcome.batch_commit,
+            "approve": f"trainyard approve {where} --as <your email>",
+            "reject": f"trainyard reject {where} --as <your email> --reason '<why>'",
+            "label_changes": label_changes or ["no change in the label distribution"],
+            "gates": [g.describe() for g in outcome.gates],
+        },
+        dedupe_key=f"approval_requested:{batch.tenant.name}:{batch.dataset.name}:{batch.batch_id}",
+        playbook_url=playbook_url(AlertKind.APPROVAL_REQUESTED, playbook_base_url), run_url=run_url,
+        channel=batch.tenant.approvals_channel,
+    )
+
+
+def cleanup_rejected_branches(store: ApprovalStore, tenants: TenantsConfig, repo_for: Callable[[str], LakeFSPort],
+                              retention: timedelta, now: datetime | None = None) -> list[str]:
+    """Delete branches of batches rejected more than ``retention`` ago (kept until then for forensics).
+
+    The approvals audit table keeps the decision forever; only the branch data goes.
+    """
+    cutoff = (now or datetime.now(UTC)) - retention
+    deleted = []
+    for record in rejected_batches(store, cutoff):
+        try:
+            tenant = tenants.tenant(record.tenant)
+        except KeyError:
+            continue
+        branch = layout.batch_branch(record.dataset, record.batch_id)
+        if repo_for(tenant.lakefs_repository).delete_branch(branch):
+            deleted.append(f"{tenant.lakefs_repository}/{branch}")
+    return deleted

@@ -1,0 +1,135 @@
+"""Publishing a batch: reconcile every record, commit the batch with its lineage and gate results, and merge it
+into ``main`` as the dataset's next version -- only when every blocking gate passed on that branch.
+
+The blocking asset checks already stop the Dagster run before this step; the publish step checks the gate
+results recorded on the branch again, so no path around Dagster (a re-execution, a manual call) can merge a
+batch whose gates failed or never ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from dagster_project import layout
+from dagster_project.conservation import ConservationError, ConservationReport, reconcile
+from dagster_project.gates import blocking_gate_names, read_gate_results
+from dagster_project.lakefs.metadata import MERGED_STAGE, PUBLISHED_STAGE, CommitMetadata
+from dagster_project.layout import Stage
+from dagster_project.publishing.approvals import ApprovalStore
+from dagster_project.publishing.gatekeeper import touches_actions
+from dagster_project.publishing.versions import find_published_version, next_version
+from dagster_project.quality.result import GateResult
+from dagster_project.stages.batch import DUPLICATES_FILE, Batch, all_quarantine, reason_counts, write_stage
+from dagster_project.stages.dedup import index_entries
+from dagster_project.stages.runners import build_published
+
+CONSERVATION_COUNTS = ("records_in", "published", "quarantined", "duplicates", "balanced")
+"""The reconciled counts every publish candidate and merge commit carries."""
+MERGE_LOOKBACK = 1000
+"""How many recent commits of main are searched for an untagged merge of a batch."""
+
+
+class PublishRefused(RuntimeError):
+    """The batch may not reach main (a gate failed or was never evaluated)."""
+
+
+@dataclass
+class PublishOutcome:
+    status: str  # "published" | "already_published" | "awaiting_approval" | "rejected"
+    batch_commit: str
+    conservation: ConservationReport | None
+    main_commit: str | None = None
+    version_tag: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    gates: list[GateResult] = field(default_factory=list)
+
+
+def check_gates(batch: Batch) -> list[GateResult]:
+    """The recorded gate results, or PublishRefused naming the gates that failed or never ran."""
+    results = read_gate_results(batch)
+    recorded = {g.name: g for g in results}
+    failed = [name for name in blocking_gate_names() if name in recorded and not recorded[name].passed]
+    missing = [name for name in blocking_gate_names() if name not in recorded]
+    if failed or missing:
+        problems = ([f"gates failed: {', '.join(failed)}"] if failed else []) + (
+            [f"gates not evaluated: {', '.join(missing)}"] if missing else [])
+        raise PublishRefused(f"batch {batch.batch_id}: {'; '.join(problems)}")
+    return results
+
+
+def run_publish(batch: Batch, store: ApprovalStore | None = None) -> PublishOutcome:
+    """Reconcile, commit the batch with its lineage and gate results, and merge it into main if policy allows."""
+    already = find_published_version(batch.repo, batch.dataset.name, batch.batch_id)
+    if already is not None:
+        summary = batch.repo.get_json(already.commit_id,
+                                      layout.batch_summary_path(batch.dataset.name, batch.batch_id)) or {}
+        return PublishOutcome("already_published", batch.repo.branch_head(batch.branch), None, already.commit_id,
+                              already.tag, summary)
+
+    gates = check_gates(batch)
+    raw = batch.read(Stage.RAW)
+    quarantine = all_quarantine(batch)
+    raw_quarantine = quarantine[quarantine["stage"] == Stage.RAW]
+    duplicates = batch.read(Stage.DEDUP, DUPLICATES_FILE)
+    published = build_published(batch)
+    report = reconcile(pd.concat([raw["record_id"], raw_quarantine["record_id"]], ignore_index=True),
+                       published["record_id"], quarantine["record_id"], duplicates["record_id"])
+    if not report.balanced:
+        raise ConservationError(f"batch {batch.batch_id} does not reconcile: {report.describe()}")
+
+    write_stage(batch, Stage.PUBLISHED, published)
+    batch.repo.put_frame(batch.branch, layout.dedup_index_path(batch.dataset.name, batch.batch_id),
+                         index_entries(published))
+    summary = {
+        "tenant": batch.tenant.name, "dataset": batch.dataset.name, "batch_id": batch.batch_id,
+        "conservation": report.as_dict(),
+        "quarantine_reasons": reason_counts(quarantine),
+        "label_distribution": {str(k): int(v) for k, v in published["label"].value_counts().sort_index().items()},
+        "gates": [g.model_dump(mode="json") for g in gates],
+    }
+    batch.repo.put_json(batch.branch, layout.batch_summary_path(batch.dataset.name, batch.batch_id), summary)
+    verdicts = {g.name: g.verdict() for g in gates}
+    batch_commit = batch.commit(PUBLISHED_STAGE, "publish candidate", report.as_dict(), verdicts)
+    if store is not None:  # the record the gatekeeper checks before letting this commit into main
+        store.record_candidate(batch.tenant.name, batch.dataset.name, batch.batch_id, batch_commit, verdicts)
+    if batch.dataset.publish.policy != "auto":
+        if store is not None:
+            store.mark_pending(batch.tenant.name, batch.dataset.name, batch.batch_id, batch_commit)
+        return PublishOutcome("awaiting_approval", batch_commit, report, summary=summary, gates=gates)
+    main_commit, tag = merge_batch(batch, batch.metadata(PUBLISHED_STAGE, report.as_dict(), verdicts))
+    return PublishOutcome("published", batch_commit, report, main_commit, tag, summary, gates)
+
+
+def merged_commit(batch: Batch) -> str | None:
+    """The merge commit on main that published this batch, if one exists (tagged or not)."""
+    for commit in batch.repo.log(layout.MAIN_BRANCH, amount=MERGE_LOOKBACK):
+        meta = CommitMetadata.from_lakefs(commit.metadata)
+        if len(commit.parents) == 2 and meta is not None and meta.belongs_to(batch.dataset.name, batch.batch_id):
+            return commit.id
+    return None
+
+
+def merge_batch(batch: Batch, candidate: CommitMetadata | None, approved_by: tuple[str, ...] = (),
+                approved_commit: str | None = None) -> tuple[str, str]:
+    """Merge the batch branch into main and tag the result as the dataset's next version.
+
+    The merge commit carries the candidate's reconciled counts and gate verdicts, and who approved which commit.
+    """
+    touched = touches_actions(batch.repo, batch.branch)
+    if touched:
+        raise PublishRefused(f"batch {batch.batch_id} changes {', '.join(touched)}; action files never change "
+                             "through a batch")
+    counts = {k: v for k, v in (candidate.counts if candidate else {}).items() if k in CONSERVATION_COUNTS}
+    metadata = batch.metadata(MERGED_STAGE, counts, candidate.gates if candidate else None).model_copy(
+        update={"approved_by": approved_by, "approved_commit": approved_commit})
+    # A run that died between merging and tagging left the merge on main: tag that commit, never merge twice.
+    main_commit = merged_commit(batch) or batch.repo.merge(
+        batch.branch, layout.MAIN_BRANCH, f"publish {batch.dataset.name} batch {batch.batch_id}",
+        metadata.to_lakefs())
+    while True:  # another dataset may take a version number between our read and our create
+        tag = layout.version_tag(batch.dataset.name, next_version(batch.repo, batch.dataset.name))
+        if batch.repo.create_tag(tag, main_commit):
+            return main_commit, tag

@@ -1,0 +1,131 @@
+"""The gatekeeper service: the HTTP endpoint lakeFS calls before every merge into ``main``.
+
+A production service (``trainyard gatekeeper``, a container of its own in ``infra/``), not a local stand-in: it
+checks the shared secret, hands the lakeFS pre-merge event to
+:func:`~dagster_project.publishing.gatekeeper.evaluate_merge` and answers 200 to allow or 412 to refuse. Any error
+while deciding refuses the merge: an unanswerable merge must not reach ``main``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from dagster_project.lakefs import LakeFSRepository, settings_client
+from dagster_project.publishing.approvals import ApprovalStore
+from dagster_project.publishing.gatekeeper import SECRET_HEADER, MergeDecision, gatekeeper_decider
+from dagster_project.settings import Settings
+from dagster_project.tenants import load_tenants
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/lakefs/pre-merge"
+DECISIONS_KEPT = 1000
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _GatekeeperServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        return
+
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        if self.path == "/healthz":
+            self._answer(HTTPStatus.OK, {"status": "ok"})
+        else:
+            self._answer(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        if self.path.split("?", 1)[0] != WEBHOOK_PATH:
+            self._answer(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            return
+        payload: Any = {}
+        secret = self.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(secret.encode(), self.server.secret.encode()):
+            self._answer(HTTPStatus.UNAUTHORIZED, {"allowed": False, "reason": "missing or wrong shared secret"})
+            return
+        try:
+            payload = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0") or 0)) or b"{}")
+            decision = self.server.decide(payload)
+        except Exception as exc:  # refuse on any doubt: an unanswerable merge must not reach main
+            decision = MergeDecision(False, f"gatekeeper error: {exc}")
+        self.server.decisions.append((payload if isinstance(payload, dict) else {}, decision))
+        if not decision.allowed:
+            log.warning("refused merge into %s/%s: %s", payload.get("repository_id", "?") if isinstance(
+                payload, dict) else "?", payload.get("branch_id", "?") if isinstance(payload, dict) else "?",
+                decision.reason)
+        status = HTTPStatus.OK if decision.allowed else HTTPStatus.PRECONDITION_FAILED
+        self._answer(status, {"allowed": decision.allowed, "reason": decision.reason})
+
+
+class _GatekeeperServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], secret: str, decide: Callable[[dict], MergeDecision]) -> None:
+        super().__init__(address, _Handler)
+        self.secret = secret
+        self.decide = decide
+        # The latest decisions, for tests and the operator's view; bounded so a long-running service never grows.
+        self.decisions: deque[tuple[dict[str, Any], MergeDecision]] = deque(maxlen=DECISIONS_KEPT)
+
+
+@dataclass
+class RunningGatekeeper:
+    server: _GatekeeperServer
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}{WEBHOOK_PATH}"
+
+    @property
+    def decisions(self) -> deque[tuple[dict[str, Any], MergeDecision]]:
+        return self.server.decisions
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def __enter__(self) -> RunningGatekeeper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_gatekeeper(host: str, port: int, secret: str, decide: Callable[[dict], MergeDecision]) -> RunningGatekeeper:
+    server = _GatekeeperServer((host, port), secret, decide)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="gatekeeper",
+                              daemon=True)
+    thread.start()
+    return RunningGatekeeper(server, thread)
+
+
+def start_gatekeeper_from_settings(settings: Settings) -> RunningGatekeeper:
+    """The gatekeeper as configured by settings (tenants file, lakeFS, approvals database, shared secret)."""
+    parts = urlsplit(settings.gatekeeper_url or "")
+    if parts.hostname is None or parts.port is None:
+        raise ValueError(f"TRAINYARD_GATEKEEPER_URL={settings.gatekeeper_url!r} needs an explicit host and port")
+    client = settings_client(settings)
+    store = ApprovalStore(settings.resolved_database_url, schema=settings.database_schema)
+    decide = gatekeeper_decider(load_tenants(settings.tenants_file), lambda name: LakeFSRepository(client, name), store)
+    return start_gatekeeper(parts.hostname, parts.port, settings.gatekeeper_secret.get_secret_value(), decide)
