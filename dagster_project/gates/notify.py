@@ -27,7 +27,7 @@ def gate_alert(result: GateResult, blocking: bool, batch: Batch, playbook_base_u
     return Alert(
         kind=kind, tenant=batch.tenant.name, dataset=batch.dataset.name, batch_id=batch.batch_id, branch=batch.branch,
         title=f"{result.name} gate {verb} {where}", metric=result.name, value=result.value,
-        threshold=result.threshold, comparison=result.comparison.value, details=details,
+        threshold=result.threshold, comparison=result.comparison, details=details,
         playbook_url=playbook_url(kind, playbook_base_url), run_url=run_url, channel=batch.tenant.slack_channel,
     )
 
