@@ -47,17 +47,8 @@ DAGSTER_YAML = """\
 # Shared deployments use infra/dagster.yaml (PostgreSQL).
 telemetry:
   enabled: false
-# The consolidated SQLite event log (one database instead of one per run) lets the alert sensor read check
-# evaluations across runs, as it does on PostgreSQL.
-event_log_storage:
-  module: dagster._core.storage.event_log
-  class: ConsolidatedSqliteEventLogStorage
-  config:
-    base_dir: {home}/history
-run_coordinator:
-  module: dagster._core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
+concurrency:
+  runs:
     max_concurrent_runs: 2
 """
 
