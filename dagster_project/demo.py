@@ -28,7 +28,6 @@ from dagster_project.gates import read_gate_results
 from dagster_project.lakefs import LakeFSRepository, RefNotFound, settings_client
 from dagster_project.layout import Stage
 from dagster_project.publishing.approvals import ApprovalStore
-from dagster_project.publishing.decisions import NotAwaitingApproval, publish_candidate
 from dagster_project.publishing.versions import Version, find_published_version
 from dagster_project.quality.result import GateResult
 from dagster_project.settings import Settings
@@ -125,12 +124,14 @@ def _bad_batch_done(settings: Settings, instance: dg.DagsterInstance, target: Ta
     return any(m.status == OutboxStatus.SENT for m in _alert_messages(settings, dataset, BAD_DROP))
 
 
-def _awaiting_approval(settings: Settings, tenant: TenantConfig, dataset: DatasetConfig) -> bool:
-    try:
-        publish_candidate(Batch(tenant, dataset, DEMO_DROP, _repo(settings, tenant)))
-        return True
-    except (NotAwaitingApproval, RefNotFound):
-        return False
+def _awaiting_approval(store: ApprovalStore, tenant: TenantConfig, dataset: DatasetConfig) -> bool:
+    """Whether the publish step recorded the batch as waiting for its data owners.
+
+    Trainyard's own record, not the branch head: an ``auto`` batch's head is also a publish candidate for the
+    moment between the candidate commit and its merge, and approving it then would be refused.
+    """
+    return any((p.tenant, p.dataset, p.batch_id) == (tenant.name, dataset.name, DEMO_DROP)
+               for p in store.pending_batches())
 
 
 def approve_as_data_owner(tenant: TenantConfig, dataset: DatasetConfig, env: dict[str, str]) -> None:
@@ -150,7 +151,8 @@ def _wait(settings: Settings, good: list[Target], bad: Target, env: dict[str, st
     pending = list(good)
     approved: set[str] = set()
     bad_done = False
-    with dg.DagsterInstance.get() as instance:
+    with (dg.DagsterInstance.get() as instance,
+          ApprovalStore(settings.resolved_database_url, schema=settings.database_schema) as store):
         while pending or not bad_done:
             for tenant, dataset in list(pending):
                 if _published(settings, tenant, dataset):
@@ -158,7 +160,7 @@ def _wait(settings: Settings, good: list[Target], bad: Target, env: dict[str, st
                     pending.remove((tenant, dataset))
                     continue
                 key = f"{tenant.name}/{dataset.name}"
-                if key not in approved and _awaiting_approval(settings, tenant, dataset):
+                if key not in approved and _awaiting_approval(store, tenant, dataset):
                     print(f"  {key}: batch {DEMO_DROP} passed every gate and waits for data-owner approval",
                           flush=True)
                     approve_as_data_owner(tenant, dataset, env)
@@ -256,13 +258,10 @@ def _approval_lines(settings: Settings, tenant: TenantConfig, dataset: DatasetCo
         if message.kind == AlertKind.APPROVAL_REQUESTED:
             text, _ = format_blocks(message.alert)
             lines.append(f"  slack {message.channel} [{message.status.value}]: {text.splitlines()[0]}")
-    store = ApprovalStore(settings.resolved_database_url, schema=settings.database_schema)
-    try:
+    with ApprovalStore(settings.resolved_database_url, schema=settings.database_schema) as store:
         for record in store.history(tenant.name, dataset.name, DEMO_DROP):
             lines.append(f"  {record.verdict.value}d by {record.actor} on commit {record.commit_id} "
                          f"({record.reason})")
-    finally:
-        store.dispose()
     return lines
 
 

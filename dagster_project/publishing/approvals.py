@@ -187,6 +187,12 @@ class ApprovalStore:
         return [PendingBatch(r["tenant"], r["dataset"], r["batch_id"], r["commit_id"], _utc(r["since"]))
                 for r in rows]
 
+    def __enter__(self) -> ApprovalStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.dispose()
+
     def dispose(self) -> None:
         self.engine.dispose()
 
