@@ -20,14 +20,13 @@ import dagster as dg
 from assets.sensors import build_landing_sensor
 from assets.versions import build_version_definitions
 from dagster_project import layout
-from dagster_project.alerts import merge_conflict_alert
 from dagster_project.gates import GATES, Gate, evaluate_and_record
 from dagster_project.gates.notify import report_gate_result
 from dagster_project.lakefs import MergeConflict
 from dagster_project.layout import Stage
 from dagster_project.plan import PUBLISHED_DESCRIPTION, STAGE_PLAN, StageStep, upstream_of
 from dagster_project.publishing.decisions import approval_request
-from dagster_project.publishing.publish import run_publish
+from dagster_project.publishing.publish import merge_conflict_alert, run_publish
 from dagster_project.quality.result import GateResult
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import Batch, StageReport
@@ -146,10 +145,7 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
         try:
             outcome = run_publish(batch, approvals.store())
         except MergeConflict as exc:
-            alerts.router().raise_alert(merge_conflict_alert(
-                tenant=tenant.name, dataset=dataset.name, batch_id=batch.batch_id, branch=batch.branch,
-                error=str(exc), channel=tenant.slack_channel, playbook_base_url=alerts.playbook_base_url,
-                run_url=run_url))
+            alerts.router().raise_alert(merge_conflict_alert(batch, str(exc), alerts.playbook_base_url, run_url))
             context.instance.add_run_tags(context.run.run_id, {layout.ALERTED_TAG: "merge_conflict"})
             raise
         if outcome.status == "awaiting_approval":

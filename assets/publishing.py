@@ -9,7 +9,6 @@ CLI (``trainyard approve``) or from this job records the same audit row; whichev
 # No `from __future__ import annotations`: Dagster inspects the real annotations of ops and sensors.
 import dagster as dg
 
-from dagster_project.alerts import merge_conflict_alert
 from dagster_project.lakefs import MergeConflict
 from dagster_project.publishing.approvals import Verdict
 from dagster_project.publishing.decisions import (
@@ -18,6 +17,7 @@ from dagster_project.publishing.decisions import (
     decide,
     merge_if_approved,
 )
+from dagster_project.publishing.publish import PublishRefused, merge_conflict_alert
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import Batch
 from dagster_project.tenants import TenantsConfig
@@ -77,13 +77,14 @@ def build_publishing_definitions(tenants: TenantsConfig, settings: Settings) -> 
             batch = Batch(tenant, dataset, batch_id, lakefs.repository(tenant.lakefs_repository))
             try:
                 outcome = merge_if_approved(batch, store)
-            except NotAwaitingApproval as exc:
-                context.log.info(str(exc))
+            except (NotAwaitingApproval, PublishRefused) as exc:
+                # Not mergeable as it stands (branch gone or moved, a gate re-check failed): off the list, with the
+                # reason in the log; a new publish candidate or a new decision puts it back.
+                store.clear_pending(tenant_name, dataset_name, batch_id)
+                context.log.warning(f"{tenant_name}/{dataset_name} {batch_id}: no longer waits for a merge: {exc}")
                 continue
             except MergeConflict as exc:  # nothing merged; the branch stays for the data owner to resolve
-                alerts.router().raise_alert(merge_conflict_alert(
-                    tenant=tenant.name, dataset=dataset.name, batch_id=batch_id, branch=batch.branch, error=str(exc),
-                    channel=tenant.slack_channel, playbook_base_url=alerts.playbook_base_url, run_url=None))
+                alerts.router().raise_alert(merge_conflict_alert(batch, str(exc), alerts.playbook_base_url, None))
                 continue
             except Exception as exc:  # one broken batch must not stop every other batch from merging
                 context.log.warning(f"{tenant_name}/{dataset_name} {batch_id}: not merged: {exc}")

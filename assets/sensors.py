@@ -11,21 +11,19 @@ drops still waiting for their manifest, which the sensor reports on every tick.
 
 
 import json
-from datetime import timedelta
 
 import dagster as dg
 
 from dagster_project import layout
+from dagster_project.clock import utcnow
 from dagster_project.settings import Settings
-from dagster_project.stages.landing import list_drops, utcnow
+from dagster_project.stages.landing import list_drops
 from dagster_project.tenants import DatasetConfig, TenantConfig
 from resources.object_storage import ObjectStorageResource
 
 
 def build_landing_sensor(tenant: TenantConfig, dataset: DatasetConfig, job_name: str,
                          partitions_def: dg.DynamicPartitionsDefinition, settings: Settings) -> dg.SensorDefinition:
-    grace = timedelta(minutes=settings.manifest_grace_minutes)
-
     @dg.sensor(
         name=layout.landing_sensor_name(tenant.name, dataset.name),
         job_name=job_name,
@@ -38,7 +36,7 @@ def build_landing_sensor(tenant: TenantConfig, dataset: DatasetConfig, job_name:
         cursor = json.loads(context.cursor) if context.cursor else {}
         drops = list_drops(landing.client(), landing.landing_bucket, tenant.landing_prefix, dataset.name)
         known = set(context.instance.get_dynamic_partitions(partitions_def.name))
-        now = utcnow()
+        now, grace = utcnow(), landing.manifest_grace
         new = [d for d in drops if d.batch_id not in known and d.is_ready(now, grace)]
         waiting = [d.name for d in drops if d.batch_id not in known and not d.is_ready(now, grace)]
         if waiting:

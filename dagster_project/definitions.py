@@ -42,9 +42,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             region=settings.s3_region,
             access_key_id=settings.s3_access_key_id,
             secret_access_key=secret["s3_secret_access_key"],
+            manifest_grace_minutes=settings.manifest_grace_minutes,
         ),
         "workforce": WorkforceResource(state_dir=str(settings.home.resolve() / "vendors")),
-        "platform_db": database,
         "alerts": AlertsResource(
             database=database,
             throttle_minutes=settings.alert_throttle_minutes,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -17,6 +18,12 @@ class ObjectStorageResource(dg.ConfigurableResource):
     region: str = "us-east-1"
     access_key_id: str | None = None
     secret_access_key: str | None = None
+    manifest_grace_minutes: float = 60.0
+    """A drop without ``manifest.json`` is started anyway once its newest file is this old."""
+
+    @property
+    def manifest_grace(self) -> timedelta:
+        return timedelta(minutes=self.manifest_grace_minutes)
 
     def client(self) -> Any:
         return boto3.client(

@@ -14,7 +14,6 @@ from dagster_project.alerts.model import (
     AlertKind,
     Severity,
     derive_dedupe_key,
-    merge_conflict_alert,
     playbook_path,
     playbook_url,
 )
@@ -43,6 +42,6 @@ __all__ = [
     "DEFAULT_SEVERITY", "PLAYBOOK_DIR", "Alert", "AlertDecision", "AlertKind", "AlertOutbox", "AlertRouter",
     "Decision", "DeliveryReport", "FailureKind", "Incident", "IncidentStatus", "MessageType", "OutboxMessage",
     "OutboxStatus", "SendFailure", "Sender", "Severity", "SlackSender", "backoff_delay", "classify_send_error",
-    "derive_dedupe_key", "describe_deviation", "format_blocks", "format_recovery", "merge_conflict_alert",
+    "derive_dedupe_key", "describe_deviation", "format_blocks", "format_recovery",
     "playbook_path", "playbook_url", "render",
 ]

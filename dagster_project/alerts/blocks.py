@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from dagster_project.alerts.model import Alert, Severity, as_utc
+from dagster_project.alerts.model import Alert, Severity
 from dagster_project.alerts.outbox import MessageType, OutboxMessage
+from dagster_project.clock import as_utc
 from dagster_project.quality.result import Comparison
 
 SEVERITY_EMOJI: dict[Severity, str] = {

@@ -7,13 +7,14 @@ The comparison is the gate vocabulary's :class:`~dagster_project.quality.result.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dagster_project.clock import as_utc, utcnow
 from dagster_project.quality.result import Comparison
 
 PLAYBOOK_DIR = Path(__file__).resolve().parents[2] / "ops_playbooks"
@@ -59,15 +60,6 @@ def playbook_path(kind: AlertKind | str) -> Path:
 def playbook_url(kind: AlertKind | str, base_url: str) -> str:
     """Where on-call reads the runbook, e.g. ``<repo web URL>/blob/main/ops_playbooks/gate_failed.md``."""
     return f"{base_url.rstrip('/')}/{AlertKind(kind).value}.md"
-
-
-def as_utc(value: datetime) -> datetime:
-    """Timestamps are UTC everywhere; SQLite hands back naive datetimes, which are UTC by construction."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def derive_dedupe_key(kind: str, tenant: str, dataset: str, metric: str | None, batch_id: str | None) -> str:
@@ -120,12 +112,3 @@ class Alert(BaseModel):
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
         return as_utc(value)
-
-
-def merge_conflict_alert(*, tenant: str, dataset: str, batch_id: str, branch: str, error: str, channel: str,
-                         playbook_base_url: str, run_url: str | None) -> Alert:
-    """The alert for a batch whose merge into main conflicted (nothing was merged; the branch is intact)."""
-    return Alert(kind=AlertKind.MERGE_CONFLICT, tenant=tenant, dataset=dataset, batch_id=batch_id, branch=branch,
-                 title=f"merge conflict publishing {tenant}/{dataset} batch {batch_id}", metric="merge",
-                 details={"error": error[:1500]}, channel=channel,
-                 playbook_url=playbook_url(AlertKind.MERGE_CONFLICT, playbook_base_url), run_url=run_url)

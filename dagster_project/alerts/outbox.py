@@ -17,7 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from dagster_project.alerts.model import Alert, as_utc, utcnow
+from dagster_project.alerts.model import Alert
+from dagster_project.clock import as_utc, opt_utc, utcnow
 from dagster_project.db import create_tables, make_engine
 
 OUTBOX_TABLE = "trainyard_alert_outbox"
@@ -78,10 +79,6 @@ class Incident:
     last_notified_at: datetime | None
     resolved_at: datetime | None
     resolved_by: str | None
-
-
-def opt_utc(value: datetime | None) -> datetime | None:
-    return None if value is None else as_utc(value)
 
 
 class AlertOutbox:

@@ -28,8 +28,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from dagster_project.alerts.blocks import render
-from dagster_project.alerts.model import Alert, as_utc, utcnow
-from dagster_project.alerts.outbox import AlertOutbox, IncidentStatus, MessageType, OutboxStatus, opt_utc
+from dagster_project.alerts.model import Alert
+from dagster_project.alerts.outbox import AlertOutbox, IncidentStatus, MessageType, OutboxStatus
+from dagster_project.clock import as_utc, opt_utc, utcnow
 
 log = logging.getLogger(__name__)
 

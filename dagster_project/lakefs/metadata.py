@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dagster_project.quality.result import GateVerdict
+from dagster_project.quality.result import GateVerdicts, verdicts_to_json
 
 PREFIX = "trainyard."
 PUBLISHED_STAGE = "published"
@@ -41,7 +41,7 @@ class CommitMetadata(BaseModel):
     counts: dict[str, str] = Field(default_factory=dict)
     """Record counts and other figures of the stage (``records_in``, ``published``, ``balanced``...), as lakeFS
     stores them: strings."""
-    gates: dict[str, GateVerdict] = Field(default_factory=dict)
+    gates: GateVerdicts = Field(default_factory=dict)
     """Gate verdicts: the gate a gate commit recorded, or every gate of a publish candidate and its merge."""
     approved_by: tuple[str, ...] = ()
     approved_commit: str | None = None
@@ -54,8 +54,7 @@ class CommitMetadata(BaseModel):
                 values[f"{PREFIX}{name}"] = str(getattr(self, name))
         values.update({f"{PREFIX}{k}": v for k, v in self.counts.items()})
         if self.gates:
-            values[f"{PREFIX}gates"] = json.dumps(
-                {name: verdict.model_dump(mode="json") for name, verdict in self.gates.items()}, sort_keys=True)
+            values[f"{PREFIX}gates"] = json.dumps(verdicts_to_json(self.gates))
         if self.approved_by:
             values[f"{PREFIX}approved_by"] = ",".join(self.approved_by)
         return values

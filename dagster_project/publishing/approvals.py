@@ -18,8 +18,9 @@ from enum import StrEnum
 
 import sqlalchemy as sa
 
+from dagster_project.clock import as_utc
 from dagster_project.db import create_tables, make_engine
-from dagster_project.quality.result import GateVerdict
+from dagster_project.quality.result import GateVerdicts, verdicts_from_json, verdicts_to_json
 from dagster_project.tenants import DatasetConfig, TenantConfig
 
 APPROVALS_TABLE = "trainyard_approvals"
@@ -57,7 +58,7 @@ class Candidate:
     tenant: str
     dataset: str
     batch_id: str
-    gates: dict[str, GateVerdict]
+    gates: GateVerdicts
     recorded_at: datetime
 
     def failed_or_missing(self, required: list[str]) -> list[str]:
@@ -144,9 +145,9 @@ class ApprovalStore:
         create_tables(self.engine, self.metadata, schema)
 
     def record_candidate(self, tenant: str, dataset: str, batch_id: str, commit_id: str,
-                         gates: dict[str, GateVerdict]) -> None:
+                         gates: GateVerdicts) -> None:
         """Remember that Trainyard itself committed ``commit_id`` as a publish candidate with these gate verdicts."""
-        stored = {name: verdict.model_dump(mode="json") for name, verdict in gates.items()}
+        stored = verdicts_to_json(gates)
         with self.engine.begin() as conn:
             exists = conn.execute(sa.select(self.candidates.c.commit_id)
                                   .where(self.candidates.c.commit_id == commit_id)).first()
@@ -161,9 +162,9 @@ class ApprovalStore:
             found = row.first()
         if found is None:
             return None
-        gates = {name: GateVerdict.model_validate(v) for name, v in found["gates"].items()}
+        gates = verdicts_from_json(found["gates"])
         return Candidate(found["commit_id"], found["tenant"], found["dataset"], found["batch_id"], gates,
-                         _utc(found["recorded_at"]))
+                         as_utc(found["recorded_at"]))
 
     def mark_pending(self, tenant: str, dataset: str, batch_id: str, commit_id: str) -> None:
         """The batch's candidate ``commit_id`` waits for its data owners (replaces an earlier candidate)."""
@@ -184,7 +185,7 @@ class ApprovalStore:
         """Batches waiting for a data-owner decision, oldest first."""
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(self.pending).order_by(self.pending.c.since)).mappings().all()
-        return [PendingBatch(r["tenant"], r["dataset"], r["batch_id"], r["commit_id"], _utc(r["since"]))
+        return [PendingBatch(r["tenant"], r["dataset"], r["batch_id"], r["commit_id"], as_utc(r["since"]))
                 for r in rows]
 
     def __enter__(self) -> ApprovalStore:
@@ -221,7 +222,7 @@ class ApprovalStore:
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(self.table.c.id)).mappings().all()
         return [ApprovalRecord(r["id"], r["tenant"], r["dataset"], r["batch_id"], r["commit_id"],
-                               Verdict(r["verdict"]), r["actor"], r["reason"], _utc(r["decided_at"])) for r in rows]
+                               Verdict(r["verdict"]), r["actor"], r["reason"], as_utc(r["decided_at"])) for r in rows]
 
     def batches_with_decisions(self) -> list[tuple[str, str, str]]:
         """(tenant, dataset, batch_id) of every batch anyone has decided on."""
@@ -244,10 +245,6 @@ class ApprovalStore:
             rejected_by=tuple(sorted(a for a, r in current.items() if r.verdict == Verdict.REJECT)),
             stale=tuple(sorted(a for a, r in latest.items() if r.commit_id != commit_id)),
         )
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def rejected_batches(store: ApprovalStore, older_than: datetime) -> list[ApprovalRecord]:

@@ -47,7 +47,10 @@ def decide(batch: Batch, store: ApprovalStore, actor: str, verdict: Verdict, rea
         raise NotAwaitingApproval(f"batch {batch.batch_id} is already on main")
     head, _ = publish_candidate(batch)
     store.decide(batch.tenant, batch.dataset, batch.batch_id, head.id, actor, verdict, reason)
-    return store.state(batch.tenant, batch.dataset, batch.batch_id, head.id)
+    state = store.state(batch.tenant, batch.dataset, batch.batch_id, head.id)
+    if not state.rejected:  # back on the merge sensor's list, e.g. an owner who rejected now approves
+        store.mark_pending(batch.tenant.name, batch.dataset.name, batch.batch_id, head.id)
+    return state
 
 
 def merge_if_approved(batch: Batch, store: ApprovalStore) -> PublishOutcome:

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from dagster_project import layout
+from dagster_project.alerts import Alert, AlertKind, playbook_url
 from dagster_project.conservation import ConservationError, ConservationReport, reconcile
 from dagster_project.gates import blocking_gate_names, read_gate_results
 from dagster_project.lakefs.metadata import MERGED_STAGE, PUBLISHED_STAGE, CommitMetadata
@@ -133,3 +134,12 @@ def merge_batch(batch: Batch, candidate: CommitMetadata | None, approved_by: tup
         tag = layout.version_tag(batch.dataset.name, next_version(batch.repo, batch.dataset.name))
         if batch.repo.create_tag(tag, main_commit):
             return main_commit, tag
+
+
+def merge_conflict_alert(batch: Batch, error: str, playbook_base_url: str, run_url: str | None) -> Alert:
+    """The alert for a batch whose merge into main conflicted (nothing was merged; the branch is intact)."""
+    return Alert(kind=AlertKind.MERGE_CONFLICT, tenant=batch.tenant.name, dataset=batch.dataset.name,
+                 batch_id=batch.batch_id, branch=batch.branch,
+                 title=f"merge conflict publishing {batch.tenant.name}/{batch.dataset.name} batch {batch.batch_id}",
+                 metric="merge", details={"error": error[:1500]}, channel=batch.tenant.slack_channel,
+                 playbook_url=playbook_url(AlertKind.MERGE_CONFLICT, playbook_base_url), run_url=run_url)

@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 
 class Comparison(StrEnum):
@@ -70,6 +70,21 @@ class GateVerdict(BaseModel):
     value: float
     threshold: float
     comparison: Comparison
+
+
+GateVerdicts = dict[str, GateVerdict]
+"""Verdicts by gate name: what a publish candidate carries in its commit metadata and in the candidates table."""
+_VERDICTS = TypeAdapter(GateVerdicts)
+
+
+def verdicts_to_json(verdicts: GateVerdicts) -> dict[str, Any]:
+    """Plain JSON values, in gate-name order (so equal verdicts serialise to equal text)."""
+    return dict(sorted(_VERDICTS.dump_python(verdicts, mode="json").items()))
+
+
+def verdicts_from_json(data: Any) -> GateVerdicts:
+    """Parse and validate :func:`verdicts_to_json` output (raises ``pydantic.ValidationError``)."""
+    return _VERDICTS.validate_python(data)
 
 
 class GateResult(BaseModel):

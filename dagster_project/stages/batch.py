@@ -17,7 +17,7 @@ from dagster_project import layout
 from dagster_project.lakefs import LakeFSPort
 from dagster_project.lakefs.metadata import CommitMetadata
 from dagster_project.layout import Stage
-from dagster_project.quality.result import GateVerdict
+from dagster_project.quality.result import GateVerdicts
 from dagster_project.records import QUARANTINE_COLUMNS, empty_quarantine
 from dagster_project.tenants import DatasetConfig, TenantConfig
 
@@ -61,13 +61,13 @@ class Batch:
         return self.repo.require_frame(ref, path)
 
     def metadata(self, stage: Stage | str, counts: dict[str, Any] | None = None,
-                 gates: dict[str, GateVerdict] | None = None) -> CommitMetadata:
+                 gates: GateVerdicts | None = None) -> CommitMetadata:
         return CommitMetadata.with_counts(counts or {}, stage=str(stage), tenant=self.tenant.name,
                                           dataset=self.dataset.name, batch_id=self.batch_id,
                                           dagster_run_id=self.run_id, gates=gates or {})
 
     def commit(self, stage: Stage | str, message: str, counts: dict[str, Any] | None = None,
-               gates: dict[str, GateVerdict] | None = None) -> str:
+               gates: GateVerdicts | None = None) -> str:
         return self.repo.commit(self.branch, f"{self.dataset.name} {self.batch_id}: {message}",
                                 self.metadata(stage, counts, gates).to_lakefs())
 

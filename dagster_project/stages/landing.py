@@ -117,7 +117,3 @@ def read_manifest(s3: Any, drop: Drop) -> tuple[Manifest | None, str | None]:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return None, f"{MANIFEST_NAME} in {drop.uri} is invalid: {problems}"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -16,6 +16,7 @@ import pytest
 
 from dagster_project import layout
 from dagster_project.batch_runner import BatchRun, run_batch
+from dagster_project.clock import utcnow
 from dagster_project.devservices.sample_data import build_drop, synthetic_records, upload_drop, upload_gold_set
 from dagster_project.gates import GATES
 from dagster_project.lakefs import LakeFSRepository, api_client
@@ -24,7 +25,7 @@ from dagster_project.publishing.publish import PublishRefused, run_publish
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import DUPLICATES_FILE, Batch
 from dagster_project.stages.ingest import read_gold_set
-from dagster_project.stages.landing import find_drop, utcnow
+from dagster_project.stages.landing import find_drop
 from dagster_project.stages.runners import StageInputs
 from dagster_project.tenants import DatasetConfig, TenantConfig, TenantsConfig
 from dagster_project.vendors import build_vendor

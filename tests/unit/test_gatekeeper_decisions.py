@@ -8,7 +8,6 @@ publishing code (:mod:`tests.unit.harness`). The HTTP service and the webhook ro
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -113,15 +112,34 @@ def test_a_merge_that_touches_the_action_files_is_refused(pipeline: Harness, exa
 
 
 def test_a_candidate_whose_recorded_gate_failed_is_refused(pipeline: Harness, example_config: TenantsConfig,
-                                                           candidate, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                           candidate) -> None:
     batch, commit = candidate
     recorded = pipeline.store.candidate(commit.id)
     failing = recorded.gates | {"agreement": recorded.gates["agreement"].model_copy(update={"passed": False})}
-    monkeypatch.setattr(type(pipeline.store), "candidate",
-                        lambda store, commit_id: dataclasses.replace(recorded, gates=failing)
-                        if commit_id == commit.id else None)
+    # A later candidate of the same batch, recorded with a failed gate (publishing itself never records one).
+    batch.repo.put_bytes(batch.branch, "datasets/support_intents/extra.txt", b"a second candidate")
+    later = batch.repo.commit(batch.branch, "second candidate", dict(batch.repo.get_commit(commit.id).metadata))
+    pipeline.store.record_candidate("northbank", "support_intents", "b1", later, failing)
     refused = decision(pipeline, example_config, "northbank", batch.branch)
-    assert not refused.allowed and refused.reason.endswith(f"on commit {commit.id[:12]}: agreement")
+    assert not refused.allowed and refused.reason.endswith(f"on commit {later[:12]}: agreement")
+
+    recorded_without = {k: v for k, v in recorded.gates.items() if k != "drift"}
+    batch.repo.put_bytes(batch.branch, "datasets/support_intents/extra.txt", b"a third candidate")
+    third = batch.repo.commit(batch.branch, "third candidate", dict(batch.repo.get_commit(commit.id).metadata))
+    pipeline.store.record_candidate("northbank", "support_intents", "b1", third, recorded_without)
+    refused = decision(pipeline, example_config, "northbank", batch.branch)
+    assert not refused.allowed and refused.reason.endswith(f"on commit {third[:12]}: drift")
+
+
+def test_a_dataset_the_tenant_does_not_configure_is_refused(pipeline: Harness, example_config: TenantsConfig,
+                                                            candidate) -> None:
+    batch, _ = candidate
+    tenant = example_config.tenant("northbank")
+    without = example_config.model_copy(update={"tenants": [
+        tenant.model_copy(update={"datasets": [d for d in tenant.datasets if d.name != "support_intents"]}),
+        *[t for t in example_config.tenants if t.name != "northbank"]]})
+    refused = decision(pipeline, without, "northbank", batch.branch)
+    assert refused == MergeDecision(False, "dataset 'support_intents' is not configured for tenant northbank")
 
 
 def test_an_owner_candidate_needs_its_owners_approval_of_that_commit(pipeline: Harness,
@@ -137,3 +155,26 @@ def test_an_owner_candidate_needs_its_owners_approval_of_that_commit(pipeline: H
     allowed = decision(pipeline, example_config, "northbank", batch.branch)
     assert allowed.allowed and allowed.reason == (f"batch c1: approved by {tenant.data_owners[0]} on "
                                                   f"{run.published.batch_commit[:12]}")
+
+
+def test_an_owner_candidate_that_was_rejected_or_moved_on_is_refused(pipeline: Harness,
+                                                                     example_config: TenantsConfig) -> None:
+    tenant = example_config.tenant("northbank")
+    dataset = tenant.dataset("complaints")
+    first = pipeline.process(tenant, dataset, build_drop(tenant, dataset, "c2", N, seed=6)).published
+    batch = pipeline.batch(tenant, dataset, "c2")
+    owner = tenant.data_owners[0]
+    decide(batch, pipeline.store, owner, Verdict.REJECT, "labels look off")
+    refused = decision(pipeline, example_config, "northbank", batch.branch)
+    assert refused == MergeDecision(False, f"batch c2: rejected by {owner}")
+
+    decide(batch, pipeline.store, owner, Verdict.APPROVE)
+    # The publish step commits a new candidate on top (a re-run): the approval was of the earlier commit.
+    batch.repo.put_bytes(batch.branch, "datasets/complaints/extra.txt", b"re-run")
+    metadata = dict(batch.repo.get_commit(first.batch_commit).metadata)
+    later = batch.repo.commit(batch.branch, "a newer candidate", metadata)
+    candidate = pipeline.store.candidate(first.batch_commit)
+    pipeline.store.record_candidate("northbank", "complaints", "c2", later, candidate.gates)
+    refused = decision(pipeline, example_config, "northbank", batch.branch)
+    assert refused == MergeDecision(False, f"batch c2: 0/1 data-owner approvals on commit {later[:12]} "
+                                           f"(stale approvals on earlier commits: {owner})")

@@ -258,6 +258,20 @@ def test_a_rejected_batch_is_never_merged_and_its_branch_goes_after_retention(
     assert [r.verdict for r in pipeline.store.history("northbank", "complaints", "c3")] == [Verdict.REJECT]
 
 
+def test_an_owner_who_rejected_and_then_approves_gets_the_batch_merged(pipeline: Harness, owner) -> None:
+    tenant, dataset = owner
+    pipeline.process(tenant, dataset, build_drop(tenant, dataset, "c5", N, seed=9))
+    batch = pipeline.batch(tenant, dataset, "c5")
+    decide(batch, pipeline.store, tenant.data_owners[0], Verdict.REJECT, "labels look off")
+    assert merge_if_approved(batch, pipeline.store).status == "rejected"
+    assert pipeline.store.pending_batches() == []  # the merge sensor no longer looks at it ...
+
+    assert decide(batch, pipeline.store, tenant.data_owners[0], Verdict.APPROVE, "second look: fine").approved
+    assert [p.batch_id for p in pipeline.store.pending_batches()] == ["c5"]  # ... until an owner approves it
+    assert merge_if_approved(batch, pipeline.store).status == "published"
+    assert pipeline.store.pending_batches() == []
+
+
 def test_only_a_publish_candidate_can_be_decided(pipeline: Harness, owner) -> None:
     tenant, dataset = owner
     batch = pipeline.batch(tenant, dataset, "never-ran")
