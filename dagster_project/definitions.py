@@ -10,6 +10,8 @@ values into the environment of the processes they start.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import dagster as dg
 
 from assets.alert_sensors import build_alert_definitions
@@ -18,7 +20,7 @@ from assets.publishing import build_publishing_definitions
 from dagster_project.settings import SECRET_ENV_VARS, Settings
 from dagster_project.tenants import load_tenants
 from resources.approvals import ApprovalsResource
-from resources.lakefs import LakeFSResource
+from resources.lakefs import LakeFSServerResource
 from resources.object_storage import ObjectStorageResource
 from resources.platform_db import PlatformDatabaseResource
 from resources.slack import AlertsResource, SlackResource
@@ -29,7 +31,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     secret = {name: dg.EnvVar(env) for name, env in SECRET_ENV_VARS.items()}
     database = PlatformDatabaseResource(url=secret["database_url"], db_schema=settings.database_schema)
     return {
-        "lakefs": LakeFSResource(
+        "lakefs": LakeFSServerResource(
             url=settings.lakefs_url,
             access_key_id=settings.lakefs_access_key_id,
             secret_access_key=secret["lakefs_secret_access_key"],
@@ -57,14 +59,16 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     }
 
 
-def build_definitions(settings: Settings | None = None) -> dg.Definitions:
+def build_definitions(settings: Settings | None = None,
+                      resources: Mapping[str, dg.ConfigurableResource] | None = None) -> dg.Definitions:
+    """The code location; ``resources`` replaces some of the configured ones (e.g. in-memory fakes in tests)."""
     settings = settings or Settings()
     tenants = load_tenants(settings.tenants_file)
     return dg.Definitions.merge(
         *(build_dataset_definitions(tenant, dataset, settings) for tenant, dataset in tenants.datasets()),
         build_publishing_definitions(tenants, settings),
         build_alert_definitions(tenants, settings),
-        dg.Definitions(resources=build_resources(settings)),
+        dg.Definitions(resources={**build_resources(settings), **(resources or {})}),
     )
 
 

@@ -1,0 +1,92 @@
+"""The code location itself -- landing sensor, partitioned job, blocking checks, publish -- run by Dagster with no
+server: lakeFS is the in-memory resource, S3 is moto in process, the platform database is SQLite in a temp folder.
+
+This is what makes asset, sensor and check code testable like the domain code: swap the resources, keep the
+definitions (:func:`~dagster_project.definitions.build_definitions` takes the replacements).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import boto3
+import dagster as dg
+import pytest
+from moto import mock_aws
+
+from dagster_project import layout
+from dagster_project.alerts import AlertKind, AlertOutbox
+from dagster_project.definitions import build_definitions
+from dagster_project.devservices.sample_data import build_drop, ensure_bucket, upload_drop, upload_gold_set
+from dagster_project.gates import GATES
+from dagster_project.publishing.versions import list_versions
+from dagster_project.settings import SECRET_ENV_VARS, Settings
+from dagster_project.tenants import load_tenants
+from resources.lakefs import InMemoryLakeFSResource
+from resources.object_storage import ObjectStorageResource
+
+BUCKET = "unit-code-location"
+
+
+@pytest.fixture
+def location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    for name, value in {"TRAINYARD_HOME": str(tmp_path / "home"), "TRAINYARD_LANDING_BUCKET": BUCKET,
+                        "TRAINYARD_GATEKEEPER_URL": ""}.items():
+        monkeypatch.setenv(name, value)
+    secrets = {"database_url": f"sqlite:///{tmp_path / 'platform.db'}", "slack_bot_token": "xoxb-unit"}
+    for name, env in SECRET_ENV_VARS.items():
+        monkeypatch.setenv(env, secrets.get(name, "unit-secret"))
+    settings = Settings()
+    lakefs = InMemoryLakeFSResource(namespace=uuid.uuid4().hex)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        ensure_bucket(s3, BUCKET)
+        defs = build_definitions(settings, resources={
+            "lakefs": lakefs, "landing": ObjectStorageResource(landing_bucket=BUCKET, access_key_id="unit",
+                                                               secret_access_key="unit-secret")})
+        yield settings, defs, s3, lakefs, dg.DagsterInstance.ephemeral()
+
+
+def sense_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, tenant: str, dataset: str):
+    sensor = defs.resolve_sensor_def(layout.landing_sensor_name(tenant, dataset))
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+        sensed = sensor(context)
+    [request] = sensed.run_requests
+    for partitions in sensed.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(partitions.partitions_def_name, list(partitions.partition_keys))
+    job = defs.resolve_job_def(layout.job_name(tenant, dataset))
+    return request, job.execute_in_process(instance=instance, partition_key=request.partition_key,
+                                           tags=request.tags, raise_on_error=False)
+
+
+def test_a_drop_is_sensed_run_checked_and_published_with_no_server(location) -> None:
+    settings, defs, s3, lakefs, instance = location
+    tenant = load_tenants(settings.tenants_file).tenant("northbank")
+    dataset = tenant.dataset("support_intents")
+    upload_drop(s3, BUCKET, build_drop(tenant, dataset, "wk49", 200, seed=4))
+    upload_gold_set(s3, BUCKET, tenant, dataset)
+
+    request, result = sense_and_run(defs, instance, "northbank", "support_intents")
+    assert result.success
+    evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert evaluations == {g.name: True for g in GATES}
+    [version] = list_versions(lakefs.repository(tenant.lakefs_repository), dataset.name)
+    assert version.tag == "support_intents/v1" and version.batch_id == request.partition_key
+
+
+def test_a_failed_blocking_check_stops_the_run_alerts_and_leaves_main_alone(location) -> None:
+    settings, defs, s3, lakefs, instance = location
+    tenant = load_tenants(settings.tenants_file).tenant("stahlwerk")
+    dataset = tenant.dataset("defect_reports")  # declared PII-free: nothing redacts what arrives
+    upload_drop(s3, BUCKET, build_drop(tenant, dataset, "bad", 120, seed=8, plant_defects=False, pii_share=0.5))
+    upload_gold_set(s3, BUCKET, tenant, dataset)
+
+    _, result = sense_and_run(defs, instance, "stahlwerk", "defect_reports")
+    assert not result.success
+    failed = [e.check_name for e in result.get_asset_check_evaluations() if not e.passed]
+    assert failed == ["pii_residual"]
+    assert instance.get_run_by_id(result.run_id).tags[layout.ALERTED_TAG] == "gate_failed:pii_residual"
+    [message] = AlertOutbox(settings.resolved_database_url).messages()
+    assert message.alert.kind is AlertKind.GATE_FAILED and message.alert.metric == "pii_residual"
+    assert list_versions(lakefs.repository(tenant.lakefs_repository), dataset.name) == []
