@@ -149,11 +149,19 @@ class LakeFSPortContract:
         assert repo.branch_head("main") == merge
         assert [c.id for c in repo.log("main")] == [merge, m1, b2, b1, root]
         assert [c.id for c in repo.log("main", amount=2)] == [merge, m1]
+        assert [c.id for c in repo.log("main", amount=3)] == [merge, m1, b2]  # across pages of the adapter
         assert [c.id for c in repo.log("b")] == [b2, b1, root]
         commit = repo.get_commit(merge)
         assert commit.parents == (m1, b2) and commit.message == "publish b"
         assert commit.metadata == {"trainyard.stage": "merged"}
         assert repo.list_paths("main", "") == ["x", "y", "z"] and repo.list_paths(m1, "") == ["z"]
+
+    def test_metadata_is_strings_only(self, repo: LakeFSPort) -> None:
+        repo.put_bytes("main", "x", b"1")
+        with pytest.raises(LakeFSError) as refused:
+            repo.commit("main", "a count that is not a string", {"trainyard.records": 3})  # type: ignore[dict-item]
+        assert refused.value.status == 400 and "trainyard.records" in str(refused.value)
+        assert repo.has_uncommitted_changes("main")  # nothing was committed
 
     # -- diff and merge ------------------------------------------------------------------------------------------
     def test_diff_is_three_dot(self, repo: LakeFSPort) -> None:

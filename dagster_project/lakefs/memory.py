@@ -18,7 +18,15 @@ import time
 from collections.abc import Iterator
 from fnmatch import fnmatchcase
 
-from dagster_project.lakefs.port import Commit, LakeFSError, MergeConflict, ObjectFormats, RefNotFound, Tag
+from dagster_project.lakefs.port import (
+    Commit,
+    LakeFSError,
+    MergeConflict,
+    ObjectFormats,
+    RefNotFound,
+    Tag,
+    require_string_metadata,
+)
 from dagster_project.layout import MAIN_BRANCH
 
 Tree = dict[str, bytes]
@@ -101,6 +109,7 @@ class InMemoryRepository(ObjectFormats):
 
     def _new_commit(self, parents: tuple[str, ...], tree: Tree, message: str, metadata: dict[str, str]) -> str:
         """A content-addressed commit; creation dates increase, so newest-first is by date."""
+        require_string_metadata(self.name, metadata)
         self._last_date = max(int(time.time()), self._last_date + 1)
         content = [parents, sorted((p, hashlib.sha256(b).hexdigest()) for p, b in tree.items()), message,
                    sorted(metadata.items()), self._last_date]

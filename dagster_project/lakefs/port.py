@@ -67,6 +67,13 @@ class MergeConflict(LakeFSError):
         super().__init__(message, 409)
 
 
+def require_string_metadata(repository: str, metadata: dict[str, str]) -> None:
+    """lakeFS commit metadata maps strings to strings; anything else is refused before it reaches the server."""
+    wrong = {k: v for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)}
+    if wrong:
+        raise LakeFSError(f"lakefs://{repository}: metadata maps strings to strings; not strings: {wrong!r}", 400)
+
+
 @runtime_checkable
 class LakeFSPort(Protocol):
     """One lakeFS repository (one per tenant), as the platform uses it.

@@ -17,7 +17,15 @@ from typing import Any
 import lakefs_sdk
 from lakefs_sdk.exceptions import ApiException, NotFoundException
 
-from dagster_project.lakefs.port import Commit, LakeFSError, MergeConflict, ObjectFormats, RefNotFound, Tag
+from dagster_project.lakefs.port import (
+    Commit,
+    LakeFSError,
+    MergeConflict,
+    ObjectFormats,
+    RefNotFound,
+    Tag,
+    require_string_metadata,
+)
 from dagster_project.layout import MAIN_BRANCH
 from dagster_project.settings import Settings
 
@@ -183,6 +191,7 @@ class LakeFSRepository(ObjectFormats):
         """Commit staged changes; with nothing staged, return the current head (re-runs are idempotent)."""
         if not self.has_uncommitted_changes(branch):
             return self.branch_head(branch)
+        require_string_metadata(self.name, metadata)
         creation = lakefs_sdk.CommitCreation(message=message, metadata=metadata)
         return self._commits.commit(self.name, branch, creation).id
 
@@ -190,9 +199,16 @@ class LakeFSRepository(ObjectFormats):
         return _commit(self._commits.get_commit(self.name, ref))
 
     def log(self, ref: str, amount: int = 100) -> list[Commit]:
-        return [_commit(c) for c in self._refs.log_commits(self.name, ref, amount=amount).results]
+        commits: list[Commit] = []  # lakeFS pages the log too (at most 1000 per request)
+        for commit in _paged(lambda after: self._refs.log_commits(self.name, ref, after=after,
+                                                                  amount=min(amount, self.page_size))):
+            commits.append(_commit(commit))
+            if len(commits) == amount:
+                break
+        return commits
 
     def merge(self, source: str, destination: str, message: str, metadata: dict[str, str]) -> str:
+        require_string_metadata(self.name, metadata)
         merge = lakefs_sdk.Merge(message=message, metadata=metadata)
         try:
             return self._refs.merge_into_branch(self.name, source, destination, merge=merge).reference
