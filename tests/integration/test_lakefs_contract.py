@@ -7,6 +7,7 @@ observe from the emulator is something the real API is specified to return.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Iterator
@@ -32,19 +33,18 @@ SECRET = "contract-secret"
 REPO = "contract"
 
 
+SPEC = Path(__file__).resolve().parents[1] / "lakefs_spec" / "swagger.yml"
+SPEC_SHA256 = "b0e9baa646f72d1966e19cad85d3113ae58457f5c363abf7118c8637d5bc4dc3"
+"""lakeFS v1.84.0's ``api/swagger.yml``, kept in the repository (Apache-2.0; see ``tests/lakefs_spec/README.md``)."""
+
+
 def spec_path() -> Path:
-    """The spec lives in ``shared/`` beside the repository checkout; CI may point elsewhere by env var."""
-    candidates = [Path(__file__).resolve().parents[3] / "shared/lakefs/swagger.yml"]
-    if os.environ.get("TRAINYARD_LAKEFS_SPEC"):
-        candidates.append(Path(os.environ["TRAINYARD_LAKEFS_SPEC"]))
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    pytest.fail(
-        "lakeFS OpenAPI spec not found; looked at "
-        + ", ".join(str(c) for c in candidates)
-        + ". Put swagger.yml at <repo>/../shared/lakefs/swagger.yml or set TRAINYARD_LAKEFS_SPEC."
-    )
+    """The spec in the repository, unless ``TRAINYARD_LAKEFS_SPEC`` points at another copy."""
+    return Path(os.environ.get("TRAINYARD_LAKEFS_SPEC") or SPEC)
+
+
+def test_the_spec_is_the_recorded_lakefs_release() -> None:
+    assert hashlib.sha256(SPEC.read_bytes()).hexdigest() == SPEC_SHA256
 
 
 @pytest.fixture(scope="module")
