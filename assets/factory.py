@@ -30,6 +30,7 @@ from dagster_project.publishing.publish import merge_conflict_alert, run_publish
 from dagster_project.quality.result import GateResult
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import Batch, StageReport
+from dagster_project.stages.rejection import DropRejected, drop_rejected_alert
 from dagster_project.stages.runners import StageInputs
 from dagster_project.tenants import DatasetConfig, TenantConfig
 from resources.approvals import ApprovalsResource
@@ -68,6 +69,16 @@ def check_result(result: GateResult, blocking: bool) -> dg.AssetCheckResult:
     )
 
 
+def rejected(context: dg.AssetExecutionContext, alerts: AlertsResource, batch: Batch, exc: DropRejected) -> dg.Failure:
+    """Tell on-call that the batch has nothing to publish, mark the run as alerted, and fail it (no retry: the same
+    drop gives the same answer; the client must send a new one)."""
+    run_id = context.run.run_id
+    alerts.router().raise_alert(drop_rejected_alert(batch, exc, alerts.playbook_base_url, alerts.run_url(run_id)))
+    context.instance.add_run_tags(run_id, {layout.ALERTED_TAG: "drop_rejected"})
+    return dg.Failure(description=str(exc), allow_retries=False,
+                      metadata={"records_in": exc.records_in, "quarantine_reasons": dg.MetadataValue.json(exc.reasons)})
+
+
 def stage_inputs(step: StageStep, resources: Any, tenant: TenantConfig, dataset: DatasetConfig) -> StageInputs:
     """What the stage needs from outside the batch branch, from the run's resources."""
     inputs: dict[str, Any] = {}
@@ -98,14 +109,17 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
                         tags=tags, **extra)
 
     def stage_asset(step: StageStep) -> dg.AssetsDefinition:
-        needed = {"lakefs"}.union(*(NEEDED_RESOURCES[n] for n in step.needs))
+        needed = {"lakefs", "alerts"}.union(*(NEEDED_RESOURCES[n] for n in step.needs))
 
         @asset_spec(step.stage, step.description, set(step.kinds), required_resource_keys=needed)
         def materialize(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             if step is STAGE_PLAN[0]:  # a batch's first stage makes sure the tenant repository and its gate exist
                 context.resources.lakefs.prepare_repository(tenant.lakefs_repository)
             batch = batch_for(context, context.resources.lakefs)
-            report = step.run(batch, stage_inputs(step, context.resources, tenant, dataset))
+            try:
+                report = step.run(batch, stage_inputs(step, context.resources, tenant, dataset))
+            except DropRejected as exc:
+                raise rejected(context, context.resources.alerts, batch, exc) from exc
             for warning in report.warnings:
                 context.log.warning(warning)
             return dg.MaterializeResult(metadata=report_metadata(report, batch))
@@ -144,6 +158,8 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
         run_url = alerts.run_url(context.run.run_id)
         try:
             outcome = run_publish(batch, approvals.store())
+        except DropRejected as exc:
+            raise rejected(context, alerts, batch, exc) from exc
         except MergeConflict as exc:
             alerts.router().raise_alert(merge_conflict_alert(batch, str(exc), alerts.playbook_base_url, run_url))
             context.instance.add_run_tags(context.run.run_id, {layout.ALERTED_TAG: "merge_conflict"})

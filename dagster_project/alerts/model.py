@@ -38,6 +38,8 @@ class AlertKind(StrEnum):
     """A batch run failed for a reason other than a gate."""
     MERGE_CONFLICT = "merge_conflict"
     """Merging a batch branch into main hit a conflict."""
+    DROP_REJECTED = "drop_rejected"
+    """Nothing of a drop can be published (manifest missing or unreadable, every record quarantined)."""
     APPROVAL_REQUESTED = "approval_requested"
     """A batch passed every gate and waits for its data owners' approval (publish policy ``owner``)."""
 
@@ -47,6 +49,7 @@ DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
     AlertKind.CHECK_WARNING: Severity.WARNING,
     AlertKind.RUN_FAILED: Severity.ERROR,
     AlertKind.MERGE_CONFLICT: Severity.ERROR,
+    AlertKind.DROP_REJECTED: Severity.ERROR,
     AlertKind.APPROVAL_REQUESTED: Severity.INFO,
 }
 """The severity an alert gets unless the raiser says otherwise; each playbook's front matter states the same."""

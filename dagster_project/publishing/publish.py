@@ -25,6 +25,7 @@ from dagster_project.publishing.versions import find_published_version, next_ver
 from dagster_project.quality.result import GateResult
 from dagster_project.stages.batch import DUPLICATES_FILE, Batch, all_quarantine, reason_counts, write_stage
 from dagster_project.stages.dedup import index_entries
+from dagster_project.stages.rejection import reject_if_empty
 from dagster_project.stages.runners import build_published
 
 CONSERVATION_COUNTS = ("records_in", "published", "quarantined", "duplicates", "balanced")
@@ -76,6 +77,7 @@ def run_publish(batch: Batch, store: ApprovalStore | None = None) -> PublishOutc
     raw_quarantine = quarantine[quarantine["stage"] == Stage.RAW]
     duplicates = batch.read(Stage.DEDUP, DUPLICATES_FILE)
     published = build_published(batch)
+    reject_if_empty(batch, len(published), "consolidation")  # never an empty version
     report = reconcile(pd.concat([raw["record_id"], raw_quarantine["record_id"]], ignore_index=True),
                        published["record_id"], quarantine["record_id"], duplicates["record_id"])
     if not report.balanced:

@@ -36,6 +36,7 @@ from dagster_project.stages.ingest import ingest_drop, read_gold_set
 from dagster_project.stages.labeling import GOLD_ITEM_PREFIX, build_tasks, gold_sample_size, select_gold
 from dagster_project.stages.landing import find_drop
 from dagster_project.stages.pii import PiiResult, apply_policy, scan_frame
+from dagster_project.stages.rejection import reject_if_empty
 from dagster_project.vendors.base import ANNOTATION_COLUMNS, TASK_COLUMNS, VendorClient
 
 
@@ -77,6 +78,8 @@ def run_raw(batch: Batch, inputs: StageInputs, now: datetime | None = None) -> S
     counts = {"records_in": result.records_in, "parsed": len(result.records), "quarantined": len(result.quarantine),
               "files": len(result.files)}
     commit_id = batch.commit(Stage.RAW, f"ingest {len(result.files)} files from {drop.uri}", counts)
+    # The quarantine is committed first: a rejected drop keeps every record's reason on its branch.
+    reject_if_empty(batch, len(result.records), "ingestion")
     return StageReport(Stage.RAW, len(result.records), commit_id, counts,
                        {"drop": drop.uri, "quarantine_reasons": reason_counts(result.quarantine),
                         "manifest_problem": result.manifest_problem},
@@ -97,6 +100,7 @@ def run_clean(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
     counts = {"clean": len(result.records), "quarantined": len(result.quarantine),
               "normalised_values": result.normalised_values}
     commit_id = batch.commit(Stage.CLEAN, "normalise and validate against the record schema", counts)
+    reject_if_empty(batch, len(result.records), "cleaning")
     return StageReport(Stage.CLEAN, len(result.records), commit_id, counts,
                        {"quarantine_reasons": reason_counts(result.quarantine)})
 
@@ -127,6 +131,7 @@ def run_pii(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
     counts = {"records": len(result.records), "records_with_pii": int(result.findings["record_id"].nunique()),
               "pii_findings": len(result.findings), "quarantined": len(quarantine), **by_kind}
     commit_id = batch.commit(Stage.PII, f"PII policy {policy}: {len(result.findings)} findings", counts)
+    reject_if_empty(batch, len(result.records), "the PII policy")
     return StageReport(Stage.PII, len(result.records), commit_id, counts, {"policy": policy})
 
 
@@ -142,6 +147,7 @@ def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
               "duplicate_rate": round(len(result.duplicates) / len(clean), 6) if len(clean) else 0.0,
               "known_hashes_on_main": len(known)}
     commit_id = batch.commit(Stage.DEDUP, "remove exact duplicates (batch and main)", counts)
+    reject_if_empty(batch, len(result.records), "deduplication")
     return StageReport(Stage.DEDUP, len(result.records), commit_id, counts)
 
 

@@ -22,10 +22,12 @@ from dagster_project.gates import GATES
 from dagster_project.lakefs import LakeFSRepository, api_client
 from dagster_project.layout import Stage
 from dagster_project.publishing.publish import PublishRefused, run_publish
+from dagster_project.publishing.versions import list_versions
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import DUPLICATES_FILE, Batch
 from dagster_project.stages.ingest import read_gold_set
 from dagster_project.stages.landing import find_drop
+from dagster_project.stages.rejection import DropRejected
 from dagster_project.stages.runners import StageInputs
 from dagster_project.tenants import DatasetConfig, TenantConfig, TenantsConfig
 from dagster_project.vendors import build_vendor
@@ -150,17 +152,14 @@ def test_drop_without_manifest_is_quarantined_whole_after_grace(settings: Settin
     assert drop.is_ready(utcnow() + timedelta(minutes=61), timedelta(minutes=60))
 
     batch = make_batch(settings, tenant, dataset, "no-manifest")
-    run = process(batch, s3, settings)
-    reports, outcome = run.reports, run.published
-
-    assert reports[Stage.RAW].counts == {"records_in": 40, "parsed": 0, "quarantined": 40, "files": 3}
-    assert run.blocked_by == [] and run.outcomes["agreement"].sample_size == 0
-    assert reports[Stage.LABELING_TASKS].counts["gold_items"] == 0
-    assert outcome is not None and outcome.conservation is not None
-    assert outcome.conservation.as_dict() == {"records_in": 40, "published": 0, "quarantined": 40, "duplicates": 0,
-                                              "balanced": True}
-    quarantine = batch.repo.require_frame("main", layout.stage_quarantine_path(dataset.name, Stage.RAW, "no-manifest"))
-    assert quarantine["reason"].str.contains("has no manifest.json").all()
+    with pytest.raises(DropRejected) as rejected:  # never an empty version: the batch stops at raw
+        process(batch, s3, settings)
+    assert rejected.value.records_in == 40 and rejected.value.why == "none of its 40 records is left after ingestion"
+    assert len(batch.repo.log("main")) == 1 and list_versions(batch.repo, dataset.name) == []  # main as created
+    # Every record keeps its reason, committed on the batch branch.
+    quarantine = batch.repo.require_frame(batch.repo.branch_head(batch.branch),
+                                          layout.stage_quarantine_path(dataset.name, Stage.RAW, "no-manifest"))
+    assert len(quarantine) == 40 and quarantine["reason"].str.contains("has no manifest.json").all()
     assert quarantine["source_line"].notna().all()
 
 

@@ -43,8 +43,9 @@ def location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         s3 = boto3.client("s3", region_name="us-east-1")
         ensure_bucket(s3, BUCKET)
         defs = build_definitions(settings, resources={
-            "lakefs": lakefs, "landing": ObjectStorageResource(landing_bucket=BUCKET, access_key_id="unit",
-                                                               secret_access_key="unit-secret")})
+            "lakefs": lakefs, "landing": ObjectStorageResource(
+                landing_bucket=BUCKET, access_key_id="unit", secret_access_key="unit-secret",
+                manifest_grace_minutes=0)})  # drops without a manifest are not held back
         yield settings, defs, s3, lakefs, dg.DagsterInstance.ephemeral()
 
 
@@ -89,4 +90,22 @@ def test_a_failed_blocking_check_stops_the_run_alerts_and_leaves_main_alone(loca
     assert instance.get_run_by_id(result.run_id).tags[layout.ALERTED_TAG] == "gate_failed:pii_residual"
     [message] = AlertOutbox(settings.resolved_database_url).messages()
     assert message.alert.kind is AlertKind.GATE_FAILED and message.alert.metric == "pii_residual"
+    assert list_versions(lakefs.repository(tenant.lakefs_repository), dataset.name) == []
+
+
+def test_a_drop_with_nothing_to_publish_fails_its_run_with_a_drop_rejected_alert(location) -> None:
+    settings, defs, s3, lakefs, instance = location
+    tenant = load_tenants(settings.tenants_file).tenant("northbank")
+    dataset = tenant.dataset("support_intents")
+    plan = build_drop(tenant, dataset, "no-manifest", 40, seed=9, with_manifest=False, plant_defects=False)
+    upload_drop(s3, BUCKET, plan)
+    upload_gold_set(s3, BUCKET, tenant, dataset)
+
+    request, result = sense_and_run(defs, instance, "northbank", "support_intents")  # grace 0: started at once
+    assert not result.success
+    failed_steps = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert failed_steps == ["northbank__support_intents__raw"]
+    assert instance.get_run_by_id(result.run_id).tags[layout.ALERTED_TAG] == "drop_rejected"
+    [message] = AlertOutbox(settings.resolved_database_url).messages()
+    assert message.alert.kind is AlertKind.DROP_REJECTED and message.alert.batch_id == request.partition_key
     assert list_versions(lakefs.repository(tenant.lakefs_repository), dataset.name) == []
