@@ -50,6 +50,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "alerts": AlertsResource(
             database=database,
             throttle_minutes=settings.alert_throttle_minutes,
+            stalled_run_minutes=settings.stalled_run_minutes,
             playbook_base_url=settings.resolved_playbook_base_url,
             dagster_url=settings.dagster_url,
         ),

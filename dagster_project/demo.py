@@ -49,6 +49,15 @@ telemetry:
 concurrency:
   runs:
     max_concurrent_runs: 2
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  max_runtime_seconds: 3600
+  poll_interval_seconds: 30
+run_retries:
+  enabled: true
+  max_retries: 1
+  retry_on_asset_or_op_failure: false
 """
 
 

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     slack_base_url: str = "http://127.0.0.1:9330/api/"
     """``https://slack.com/api/`` in production; the embedded Slack receiver locally."""
     alert_throttle_minutes: float = 60.0
+    stalled_run_minutes: float = 30.0
+    """A STARTED batch run without a new event for this long raises ``run_stalled``."""
     playbook_base_url: str | None = None
     """Where on-call opens ``<kind>.md`` (e.g. the repository's ops_playbooks URL); the local folder if unset."""
     dagster_url: str = "http://127.0.0.1:3000"

@@ -39,6 +39,12 @@ class AlertsResource(dg.ConfigurableResource):
     """Web URL of the ``ops_playbooks`` folder; alerts link ``<playbook_base_url>/<kind>.md``."""
     dagster_url: str = "http://127.0.0.1:3000"
     """Dagster UI base URL, for the run links in alerts."""
+    stalled_run_minutes: float = 30
+    """A STARTED batch run without a new event for this long is reported as stalled."""
+
+    @property
+    def stalled_after(self) -> timedelta:
+        return timedelta(minutes=self.stalled_run_minutes)
 
     def router(self) -> AlertRouter:
         """Raise, resolve and deliver alerts."""

@@ -36,12 +36,13 @@ from dagster_project.alerts.router import (
     backoff_delay,
     classify_send_error,
 )
+from dagster_project.alerts.runs import is_stalled, run_failed_alert, run_stalled_alert, stalled_key
 from dagster_project.alerts.slack import SlackSender
 
 __all__ = [
     "DEFAULT_SEVERITY", "PLAYBOOK_DIR", "Alert", "AlertDecision", "AlertKind", "AlertOutbox", "AlertRouter",
     "Decision", "DeliveryReport", "FailureKind", "Incident", "IncidentStatus", "MessageType", "OutboxMessage",
     "OutboxStatus", "SendFailure", "Sender", "Severity", "SlackSender", "backoff_delay", "classify_send_error",
-    "derive_dedupe_key", "describe_deviation", "format_blocks", "format_recovery",
-    "playbook_path", "playbook_url", "render",
+    "derive_dedupe_key", "describe_deviation", "format_blocks", "format_recovery", "is_stalled", "playbook_path",
+    "playbook_url", "render", "run_failed_alert", "run_stalled_alert", "stalled_key",
 ]

@@ -36,6 +36,8 @@ class AlertKind(StrEnum):
     """A non-blocking (WARN) check failed; the batch continues."""
     RUN_FAILED = "run_failed"
     """A batch run failed for a reason other than a gate."""
+    RUN_STALLED = "run_stalled"
+    """A batch run has been STARTED without any new event for too long (a killed or hung run worker)."""
     MERGE_CONFLICT = "merge_conflict"
     """Merging a batch branch into main hit a conflict."""
     DROP_REJECTED = "drop_rejected"
@@ -48,6 +50,7 @@ DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
     AlertKind.GATE_FAILED: Severity.ERROR,
     AlertKind.CHECK_WARNING: Severity.WARNING,
     AlertKind.RUN_FAILED: Severity.ERROR,
+    AlertKind.RUN_STALLED: Severity.ERROR,
     AlertKind.MERGE_CONFLICT: Severity.ERROR,
     AlertKind.DROP_REJECTED: Severity.ERROR,
     AlertKind.APPROVAL_REQUESTED: Severity.INFO,

@@ -54,6 +54,9 @@ def apply_partition_requests(instance: dg.DagsterInstance, result: dg.SensorResu
 def test_batch_runs_through_dagster_on_postgres(settings: Settings, s3, postgres_instance: dg.DagsterInstance,
                                                 postgres_connection) -> None:
     instance = postgres_instance
+    # infra/dagster.yaml: a run whose worker died is failed by run monitoring (then alerted) and retried once.
+    assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 4 * 3600
+    assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
     defs = build_definitions(settings)
     tenant, dataset = "northbank", "support_intents"
     config_tenant = load_tenants(settings.tenants_file).tenant(tenant)
