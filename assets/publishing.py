@@ -40,6 +40,8 @@ class DecisionConfig(dg.Config):
     """The data owner's email address, as listed in the tenants file."""
     verdict: str = "approve"
     """``approve`` or ``reject``."""
+    commit: str = ""
+    """The publish candidate commit you reviewed (from the approval request); required to approve."""
     reason: str = ""
 
 
@@ -50,7 +52,10 @@ def build_publishing_definitions(tenants: TenantsConfig, settings: Settings) -> 
         tenant = tenants.tenant(config.tenant)
         dataset = tenant.dataset(config.dataset)
         batch = Batch(tenant, dataset, config.batch_id, lakefs.repository(tenant.lakefs_repository), context.run_id)
-        state = decide(batch, approvals.store(), config.actor, Verdict(config.verdict), config.reason)
+        verdict = Verdict(config.verdict)
+        if verdict == Verdict.APPROVE and not config.commit:
+            raise dg.Failure("an approval names the commit you reviewed: set `commit` from the approval request")
+        state = decide(batch, approvals.store(), config.actor, verdict, config.reason, commit=config.commit or None)
         context.log.info(f"{config.actor} {config.verdict}d {config.tenant}/{config.dataset} {config.batch_id} at "
                          f"commit {state.commit_id}: approvers {list(state.approvers)}, {state.missing} more needed")
 

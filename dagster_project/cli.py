@@ -116,7 +116,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
     try:
         batch = _batch(settings, args.tenant, args.dataset, args.batch)
         store = ApprovalStore(settings.resolved_database_url, schema=settings.database_schema)
-        state = decide(batch, store, args.actor, verdict, args.reason or "")
+        state = decide(batch, store, args.actor, verdict, args.reason or "", commit=args.commit)
     except (KeyError, NotADataOwner, NotAwaitingApproval, ValueError) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
@@ -179,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
         decision.add_argument("batch")
         decision.add_argument("--as", dest="actor", required=True, help="your email, as listed in data_owners")
         decision.add_argument("--reason", default="", help="why (required to reject)")
+        decision.add_argument("--commit", required=verb == "approve",
+                              help="the publish candidate commit you reviewed, from the approval request (at least "
+                                   "12 characters); refused if the branch has moved since"
+                                   + ("" if verb == "approve" else "; optional for a rejection"))
         decision.set_defaults(func=cmd_decide)
     versions = sub.add_parser("versions", help="list a dataset's published versions")
     versions.add_argument("tenant")

@@ -133,22 +133,23 @@ def _bad_batch_done(settings: Settings, instance: dg.DagsterInstance, target: Ta
     return any(m.status == OutboxStatus.SENT for m in _alert_messages(settings, dataset, BAD_DROP))
 
 
-def _awaiting_approval(store: ApprovalStore, tenant: TenantConfig, dataset: DatasetConfig) -> bool:
-    """Whether the publish step recorded the batch as waiting for its data owners.
+def _awaiting_approval(store: ApprovalStore, tenant: TenantConfig, dataset: DatasetConfig) -> str | None:
+    """The candidate commit the publish step recorded as waiting for its data owners, if any.
 
     Trainyard's own record, not the branch head: an ``auto`` batch's head is also a publish candidate for the
     moment between the candidate commit and its merge, and approving it then would be refused.
     """
-    return any((p.tenant, p.dataset, p.batch_id) == (tenant.name, dataset.name, DEMO_DROP)
-               for p in store.pending_batches())
+    return next((p.commit_id for p in store.pending_batches()
+                 if (p.tenant, p.dataset, p.batch_id) == (tenant.name, dataset.name, DEMO_DROP)), None)
 
 
-def approve_as_data_owner(tenant: TenantConfig, dataset: DatasetConfig, env: dict[str, str]) -> None:
+def approve_as_data_owner(tenant: TenantConfig, dataset: DatasetConfig, commit: str, env: dict[str, str]) -> None:
     """What the data owner does after reading the approval request: the real CLI, as a separate process."""
     owner = tenant.data_owners[0]
     command = [str(Path(sys.executable).parent / "trainyard"), "approve", tenant.name, dataset.name, DEMO_DROP,
-               "--as", owner, "--reason", "demo: diff and gate results reviewed"]
-    print(f"  $ trainyard approve {tenant.name} {dataset.name} {DEMO_DROP} --as {owner} --reason ...", flush=True)
+               "--commit", commit, "--as", owner, "--reason", "demo: diff and gate results reviewed"]
+    print(f"  $ trainyard approve {tenant.name} {dataset.name} {DEMO_DROP} --commit {commit[:12]} --as {owner} "
+          "--reason ...", flush=True)
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     print("\n".join(f"    {line}" for line in (result.stdout + result.stderr).strip().splitlines()), flush=True)
     if result.returncode != 0:
@@ -169,10 +170,11 @@ def _wait(settings: Settings, good: list[Target], bad: Target, env: dict[str, st
                     pending.remove((tenant, dataset))
                     continue
                 key = f"{tenant.name}/{dataset.name}"
-                if key not in approved and _awaiting_approval(store, tenant, dataset):
+                candidate = None if key in approved else _awaiting_approval(store, tenant, dataset)
+                if candidate:
                     print(f"  {key}: batch {DEMO_DROP} passed every gate and waits for data-owner approval",
                           flush=True)
-                    approve_as_data_owner(tenant, dataset, env)
+                    approve_as_data_owner(tenant, dataset, candidate, env)
                     approved.add(key)
                     continue
                 run = _latest_run(instance, tenant, dataset, DEMO_DROP)

@@ -41,11 +41,28 @@ def publish_candidate(batch: Batch) -> tuple[Commit, CommitMetadata]:
     return head, meta
 
 
-def decide(batch: Batch, store: ApprovalStore, actor: str, verdict: Verdict, reason: str = "") -> ApprovalState:
-    """Record a data owner's decision on the batch's current publish candidate."""
+MIN_COMMIT_PREFIX = 12
+"""How much of a commit id a data owner must give (the approval request shows the full id)."""
+
+
+def decide(batch: Batch, store: ApprovalStore, actor: str, verdict: Verdict, reason: str = "",
+           commit: str | None = None) -> ApprovalState:
+    """Record a data owner's decision on the batch's publish candidate ``commit`` -- the one they reviewed.
+
+    ``commit`` (the full id, or at least its first 12 characters) must still be the branch head: if the branch
+    moved since the request was sent, the owner would be deciding on something they have not seen. The CLI and
+    the launchpad job require it for approvals; without it (a rejection, which is safe on any commit) the decision
+    binds to the current head.
+    """
     if find_published_version(batch.repo, batch.dataset.name, batch.batch_id) is not None:
         raise NotAwaitingApproval(f"batch {batch.batch_id} is already on main")
     head, _ = publish_candidate(batch)
+    if commit is not None:
+        if len(commit) < MIN_COMMIT_PREFIX:
+            raise ValueError(f"the commit needs at least {MIN_COMMIT_PREFIX} characters of its id, got {commit!r}")
+        if not head.id.startswith(commit.lower()):
+            raise NotAwaitingApproval(f"batch {batch.batch_id}: you reviewed commit {commit}, but the publish "
+                                      f"candidate is now {head.id[:12]}; read the new approval request first")
     store.decide(batch.tenant, batch.dataset, batch.batch_id, head.id, actor, verdict, reason)
     state = store.state(batch.tenant, batch.dataset, batch.batch_id, head.id)
     if not state.rejected:  # back on the merge sensor's list, e.g. an owner who rejected now approves
@@ -68,7 +85,8 @@ def merge_if_approved(batch: Batch, store: ApprovalStore) -> PublishOutcome:
         return PublishOutcome("rejected", head.id, None)
     if not state.approved:
         return PublishOutcome("awaiting_approval", head.id, None)
-    main_commit, tag = merge_batch(batch, candidate, approved_by=state.approvers, approved_commit=head.id)
+    main_commit, tag = merge_batch(batch, candidate, approved_by=state.approvers, approved_commit=head.id,
+                                   commit=head.id)
     store.clear_pending(batch.tenant.name, batch.dataset.name, batch.batch_id)
     return PublishOutcome("published", head.id, None, main_commit, tag)
 
@@ -89,12 +107,14 @@ def approval_request(batch: Batch, outcome: PublishOutcome, playbook_base_url: s
         details={
             "diff_vs_main": f"+{diff.added} records, -{diff.removed} removed, {diff.relabelled} relabelled",
             "commit": outcome.batch_commit,
-            "approve": f"trainyard approve {where} --as <your email>",
-            "reject": f"trainyard reject {where} --as <your email> --reason '<why>'",
+            "approve": f"trainyard approve {where} --commit {outcome.batch_commit} --as <your email>",
+            "reject": f"trainyard reject {where} --commit {outcome.batch_commit} --as <your email> --reason '<why>'",
             "label_changes": label_changes or ["no change in the label distribution"],
             "gates": [g.describe() for g in outcome.gates],
         },
-        dedupe_key=f"approval_requested:{batch.tenant.name}:{batch.dataset.name}:{batch.batch_id}",
+        # One request per candidate commit: a new candidate of the same batch is a new thing to review.
+        dedupe_key=f"approval_requested:{batch.tenant.name}:{batch.dataset.name}:{batch.batch_id}:"
+                   f"{outcome.batch_commit[:12]}",
         playbook_url=playbook_url(AlertKind.APPROVAL_REQUESTED, playbook_base_url), run_url=run_url,
         channel=batch.tenant.approvals_channel,
     )

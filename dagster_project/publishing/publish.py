@@ -102,7 +102,8 @@ def run_publish(batch: Batch, store: ApprovalStore | None = None) -> PublishOutc
         if store is not None:
             store.mark_pending(batch.tenant.name, batch.dataset.name, batch.batch_id, batch_commit)
         return PublishOutcome("awaiting_approval", batch_commit, report, summary=summary, gates=gates)
-    main_commit, tag = merge_batch(batch, batch.metadata(PUBLISHED_STAGE, report.as_dict(), verdicts))
+    main_commit, tag = merge_batch(batch, batch.metadata(PUBLISHED_STAGE, report.as_dict(), verdicts),
+                                   commit=batch_commit)
     return PublishOutcome("published", batch_commit, report, main_commit, tag, summary, gates)
 
 
@@ -116,12 +117,15 @@ def merged_commit(batch: Batch) -> str | None:
 
 
 def merge_batch(batch: Batch, candidate: CommitMetadata | None, approved_by: tuple[str, ...] = (),
-                approved_commit: str | None = None) -> tuple[str, str]:
-    """Merge the batch branch into main and tag the result as the dataset's next version.
+                approved_commit: str | None = None, commit: str | None = None) -> tuple[str, str]:
+    """Merge the batch's checked ``commit`` into main and tag the result as the dataset's next version.
 
-    The merge commit carries the candidate's reconciled counts and gate verdicts, and who approved which commit.
+    The commit id is merged, never the branch name: whatever lands on the branch after the gates and approvals were
+    checked cannot ride along. (Without ``commit``, the branch head is read once, here.) The merge commit carries
+    the candidate's reconciled counts and gate verdicts, and who approved which commit.
     """
-    touched = touches_actions(batch.repo, batch.branch)
+    source = commit or batch.repo.branch_head(batch.branch)
+    touched = touches_actions(batch.repo, source)
     if touched:
         raise PublishRefused(f"batch {batch.batch_id} changes {', '.join(touched)}; action files never change "
                              "through a batch")
@@ -130,7 +134,7 @@ def merge_batch(batch: Batch, candidate: CommitMetadata | None, approved_by: tup
         update={"approved_by": approved_by, "approved_commit": approved_commit})
     # A run that died between merging and tagging left the merge on main: tag that commit, never merge twice.
     main_commit = merged_commit(batch) or batch.repo.merge(
-        batch.branch, layout.MAIN_BRANCH, f"publish {batch.dataset.name} batch {batch.batch_id}",
+        source, layout.MAIN_BRANCH, f"publish {batch.dataset.name} batch {batch.batch_id}",
         metadata.to_lakefs())
     while True:  # another dataset may take a version number between our read and our create
         tag = layout.version_tag(batch.dataset.name, next_version(batch.repo, batch.dataset.name))

@@ -141,7 +141,8 @@ def test_approval_request_shows_diff_gates_and_commands(settings: Settings, s3, 
     alert = approval_request(batch, outcome, "https://git.example/playbooks", None)
     diff = diff_published(batch.repo, "support_intents", "main", batch.branch)
     assert alert.channel == "#northbank-data-oncall" and alert.value == diff.added > 0
-    assert alert.details["approve"] == "trainyard approve northbank support_intents wk52 --as <your email>"
+    assert alert.details["approve"] == (f"trainyard approve northbank support_intents wk52 --commit "
+                                        f"{outcome.batch_commit} --as <your email>")
     assert "--reason" in alert.details["reject"]
     assert len(alert.details["gates"]) == 11 and all("passed" in g for g in alert.details["gates"])
     assert alert.playbook_url == "https://git.example/playbooks/approval_requested.md"
@@ -156,16 +157,22 @@ def test_cli_approve_refuses_strangers_and_records_owners(settings: Settings, s3
     env = {**os.environ, "TRAINYARD_TENANTS_FILE": str(tenants_file),
            "TRAINYARD_DATABASE_URL": f"postgresql+psycopg2://{PG_USER}:{PG_PASSWORD}@{PG_HOST}:{PG_PORT}/"
                                      f"{postgres_database}"}
-    processed_batch(settings, s3, owner_tenant(tenants), "wk53", seed=9)
+    batch = processed_batch(settings, s3, owner_tenant(tenants), "wk53", seed=9)
+    candidate = batch.repo.branch_head(batch.branch)  # the candidate the approval request named
     trainyard = str(Path(sys.executable).parent / "trainyard")
 
-    refused = subprocess.run([trainyard, "approve", "northbank", "support_intents", "wk53", "--as", "x@y.example"],
-                             env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
-    assert refused.returncode == 2 and "x@y.example is not a data owner" in refused.stderr
+    def approve(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([trainyard, "approve", "northbank", "support_intents", "wk53", *args], env=env,
+                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
 
-    approved = subprocess.run([trainyard, "approve", "northbank", "support_intents", "wk53", "--as", OWNER_B,
-                               "--reason", "checked the diff"], env=env, capture_output=True, text=True,
-                              cwd=REPO_ROOT, timeout=120)
+    refused = approve("--commit", candidate, "--as", "x@y.example")
+    assert refused.returncode == 2 and "x@y.example is not a data owner" in refused.stderr
+    unbound = approve("--as", OWNER_B)  # an approval must name the commit that was reviewed
+    assert unbound.returncode == 2 and "--commit" in unbound.stderr
+    stale = approve("--commit", "0" * 12, "--as", OWNER_B)
+    assert stale.returncode == 2 and f"the publish candidate is now {candidate[:12]}" in stale.stderr
+
+    approved = approve("--commit", candidate[:12], "--as", OWNER_B, "--reason", "checked the diff")
     assert approved.returncode == 0, approved.stderr
     assert "approved by tom.okafor@northbank.example (1/1)" in approved.stdout
     versions = subprocess.run([trainyard, "versions", "northbank", "support_intents"], env=env,
@@ -224,6 +231,7 @@ def test_launchpad_decision_job_and_version_commands(settings: Settings, s3, ten
         result = defs.resolve_job_def("data_owner_decision").execute_in_process(instance=instance, run_config={
             "ops": {"record_decision": {"config": {"tenant": "northbank", "dataset": "support_intents",
                                                    "batch_id": "wk56", "actor": OWNER_A, "verdict": "approve",
+                                                   "commit": batch.repo.branch_head(batch.branch),
                                                    "reason": "from the launchpad"}}}})
     assert result.success
     store = ApprovalStore(database_url)

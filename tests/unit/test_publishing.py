@@ -191,7 +191,10 @@ def test_owner_batch_waits_then_merges_once_a_data_owner_approves_its_commit(pip
 
     request = approval_request(batch, run.published, "https://playbooks.example", None)
     assert request.channel == tenant.approvals_channel and request.value == run.published.conservation.published
-    assert request.details["approve"] == "trainyard approve northbank complaints c1 --as <your email>"
+    commit = run.published.batch_commit
+    assert request.details["approve"] == (
+        f"trainyard approve northbank complaints c1 --commit {commit} --as <your email>")
+    assert request.dedupe_key.endswith(f":c1:{commit[:12]}")  # one request per candidate commit
     assert len(request.details["gates"]) == len(run.outcomes)
 
     with pytest.raises(NotADataOwner, match="priya.shah@northbank.example"):
@@ -270,6 +273,44 @@ def test_an_owner_who_rejected_and_then_approves_gets_the_batch_merged(pipeline:
     assert [p.batch_id for p in pipeline.store.pending_batches()] == ["c5"]  # ... until an owner approves it
     assert merge_if_approved(batch, pipeline.store).status == "published"
     assert pipeline.store.pending_batches() == []
+
+
+def test_an_approval_names_the_commit_that_was_reviewed(pipeline: Harness, owner) -> None:
+    tenant, dataset = owner
+    first = pipeline.process(tenant, dataset, build_drop(tenant, dataset, "c6", N, seed=10)).published
+    batch = pipeline.batch(tenant, dataset, "c6")
+    owner_email = tenant.data_owners[0]
+    with pytest.raises(ValueError, match="at least 12 characters"):
+        decide(batch, pipeline.store, owner_email, Verdict.APPROVE, commit=first.batch_commit[:6])
+    # The branch moves after the request went out: approving what was reviewed is refused, nothing is recorded.
+    batch.repo.put_bytes(batch.branch, "datasets/complaints/notes.txt", b"late change")
+    moved = batch.commit(PUBLISHED_STAGE, "a late change on top of the candidate")
+    with pytest.raises(NotAwaitingApproval, match=f"you reviewed commit {first.batch_commit[:12]}"):
+        decide(batch, pipeline.store, owner_email, Verdict.APPROVE, commit=first.batch_commit[:12])
+    assert pipeline.store.history("northbank", "complaints", "c6") == []
+    assert decide(batch, pipeline.store, owner_email, Verdict.APPROVE, commit=moved.upper()).commit_id == moved
+
+
+def test_the_merge_takes_the_approved_commit_not_what_the_branch_holds_later(pipeline: Harness, owner,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant, dataset = owner
+    first = pipeline.process(tenant, dataset, build_drop(tenant, dataset, "c7", N, seed=11)).published
+    batch = pipeline.batch(tenant, dataset, "c7")
+    decide(batch, pipeline.store, tenant.data_owners[0], Verdict.APPROVE, commit=first.batch_commit)
+    repo = batch.repo
+    real_merge = repo.merge
+
+    def merge_after_a_late_write(source: str, destination: str, message: str, metadata: dict[str, str]) -> str:
+        # Something writes to the branch between the approval check and the merge call.
+        repo.put_bytes(batch.branch, "datasets/complaints/published/batch=c7/sneaked.parquet", b"unchecked")
+        repo.commit(batch.branch, "sneaked in", {})
+        return real_merge(source, destination, message, metadata)
+
+    monkeypatch.setattr(repo, "merge", merge_after_a_late_write)
+    merged = merge_if_approved(batch, pipeline.store)
+    assert merged.status == "published"
+    assert repo.get_commit(merged.main_commit).parents[1] == first.batch_commit
+    assert "datasets/complaints/published/batch=c7/sneaked.parquet" not in repo.list_paths("main", "datasets/")
 
 
 def test_only_a_publish_candidate_can_be_decided(pipeline: Harness, owner) -> None:
