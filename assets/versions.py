@@ -12,11 +12,13 @@ import dagster as dg
 
 from dagster_project import layout
 from dagster_project.lakefs import RefNotFound
-from dagster_project.publishing.versions import export_key, list_versions, training_manifest
+from dagster_project.publishing.versions import export_key, training_manifest, trusted_versions, untrusted_version_alert
 from dagster_project.settings import Settings
 from dagster_project.tenants import DatasetConfig, TenantConfig
+from resources.approvals import ApprovalsResource
 from resources.lakefs import LakeFSResource
 from resources.object_storage import ObjectStorageResource
+from resources.slack import AlertsResource
 
 
 def build_version_definitions(tenant: TenantConfig, dataset: DatasetConfig, published: dg.AssetKey,
@@ -33,13 +35,15 @@ def build_version_definitions(tenant: TenantConfig, dataset: DatasetConfig, publ
         tags=layout.dagster_tags(tenant.name, dataset.name),
     )
     def training_manifest_asset(context: dg.AssetExecutionContext, lakefs: LakeFSResource,
-                                landing: ObjectStorageResource) -> dg.MaterializeResult:
+                                landing: ObjectStorageResource, approvals: ApprovalsResource) -> dg.MaterializeResult:
         repo = lakefs.repository(tenant.lakefs_repository)
-        versions = list_versions(repo, dataset.name)
+        versions = trusted_versions(repo, tenant.name, dataset.name, approvals.store()).trusted
         if not versions:
             raise dg.Failure(f"{tenant.name}/{dataset.name} has no published version yet")
         wanted = context.run.tags.get(layout.VERSION_TAG)
-        version = next((v for v in versions if v.tag == wanted), versions[-1])
+        version = next((v for v in versions if v.tag == wanted), None) if wanted else versions[-1]
+        if version is None:
+            raise dg.Failure(f"{wanted} is not a version Trainyard published; nothing is exported for it")
         manifest = training_manifest(repo, dataset.name, version)
         body = json.dumps(manifest, indent=2).encode("utf-8")
         s3 = landing.client()
@@ -64,16 +68,26 @@ def build_version_definitions(tenant: TenantConfig, dataset: DatasetConfig, publ
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Triggers what depends on a dataset version (the training manifest) when a new "
                            f"{dataset.name}/v<N> tag appears on main.")
-    def version_sensor(context: dg.SensorEvaluationContext, lakefs: LakeFSResource) -> dg.SensorResult:
-        seen = int(context.cursor or 0)
+    def version_sensor(context: dg.SensorEvaluationContext, lakefs: LakeFSResource, approvals: ApprovalsResource,
+                       alerts: AlertsResource) -> dg.SensorResult:
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        cursor = {"seen": cursor} if isinstance(cursor, int) else cursor  # the cursor of earlier releases
+        seen, flagged = int(cursor.get("seen", 0)), set(cursor.get("foreign", []))
         try:
-            versions = list_versions(lakefs.repository(tenant.lakefs_repository), dataset.name)
+            check = trusted_versions(lakefs.repository(tenant.lakefs_repository), tenant.name, dataset.name,
+                                     approvals.store())
         except RefNotFound:  # the repository appears with the first batch
             return dg.SensorResult(skip_reason="no repository yet")
-        new = [v for v in versions if v.number > seen]
+        for version in check.foreign:  # alerted once per tag and commit, before the cursor remembers it
+            if f"{version.tag}@{version.commit_id}" not in flagged:
+                alerts.router().raise_alert(untrusted_version_alert(
+                    tenant, dataset.name, version, check.recorded.get(version.tag), alerts.playbook_base_url))
+                context.log.warning(f"ignoring {version.tag} on {version.commit_id[:12]}: not a Trainyard version")
+                flagged.add(f"{version.tag}@{version.commit_id}")
+        new = [v for v in check.trusted if v.number > seen]
         return dg.SensorResult(
             run_requests=[dg.RunRequest(run_key=v.tag, tags={layout.VERSION_TAG: v.tag}) for v in new],
-            cursor=str(max([seen, *(v.number for v in new)])),
+            cursor=json.dumps({"seen": max([seen, *(v.number for v in new)]), "foreign": sorted(flagged)}),
             skip_reason=None if new else f"no version after v{seen}",
         )
 

@@ -132,11 +132,17 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    from dagster_project.publishing.versions import list_versions
+    from dagster_project.publishing.approvals import ApprovalStore
+    from dagster_project.publishing.versions import trusted_versions
 
     settings = Settings()
     batch = _batch(settings, args.tenant, args.dataset, "-")
-    versions = list_versions(batch.repo, args.dataset)
+    with ApprovalStore(settings.resolved_database_url, schema=settings.database_schema) as store:
+        check = trusted_versions(batch.repo, args.tenant, args.dataset, store)
+    for foreign in check.foreign:
+        print(f"warning: ignoring tag {foreign.tag} on {foreign.commit_id[:12]}: not a version Trainyard published",
+              file=sys.stderr)
+    versions = check.trusted
     if not versions:
         print(f"{args.tenant}/{args.dataset}: no published versions yet")
     for version in versions:

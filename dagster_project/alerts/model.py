@@ -42,6 +42,8 @@ class AlertKind(StrEnum):
     """Merging a batch branch into main hit a conflict."""
     DROP_REJECTED = "drop_rejected"
     """Nothing of a drop can be published (manifest missing or unreadable, every record quarantined)."""
+    UNTRUSTED_VERSION = "untrusted_version"
+    """A version-shaped tag Trainyard did not create (or that was moved) appeared; it is ignored."""
     APPROVAL_REQUESTED = "approval_requested"
     """A batch passed every gate and waits for its data owners' approval (publish policy ``owner``)."""
 
@@ -53,6 +55,7 @@ DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
     AlertKind.RUN_STALLED: Severity.ERROR,
     AlertKind.MERGE_CONFLICT: Severity.ERROR,
     AlertKind.DROP_REJECTED: Severity.ERROR,
+    AlertKind.UNTRUSTED_VERSION: Severity.CRITICAL,
     AlertKind.APPROVAL_REQUESTED: Severity.INFO,
 }
 """The severity an alert gets unless the raiser says otherwise; each playbook's front matter states the same."""

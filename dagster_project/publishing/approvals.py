@@ -26,6 +26,7 @@ from dagster_project.tenants import DatasetConfig, TenantConfig
 APPROVALS_TABLE = "trainyard_approvals"
 CANDIDATES_TABLE = "trainyard_publish_candidates"
 PENDING_TABLE = "trainyard_pending_approvals"
+VERSIONS_TABLE = "trainyard_versions"
 
 
 class Verdict(StrEnum):
@@ -142,6 +143,16 @@ class ApprovalStore:
             sa.Column("commit_id", sa.String(64), nullable=False),
             sa.Column("since", sa.DateTime(timezone=True), nullable=False),
         )
+        # The versions Trainyard itself tagged after a gated merge: a tag anyone else creates is not a version.
+        self.versions = sa.Table(
+            VERSIONS_TABLE, self.metadata,
+            sa.Column("tenant", sa.String(64), primary_key=True),
+            sa.Column("dataset", sa.String(64), primary_key=True),
+            sa.Column("tag", sa.String(255), primary_key=True),
+            sa.Column("commit_id", sa.String(64), nullable=False),
+            sa.Column("batch_id", sa.String(128), nullable=False),
+            sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        )
         create_tables(self.engine, self.metadata, schema)
 
     def record_candidate(self, tenant: str, dataset: str, batch_id: str, commit_id: str,
@@ -165,6 +176,26 @@ class ApprovalStore:
         gates = verdicts_from_json(found["gates"])
         return Candidate(found["commit_id"], found["tenant"], found["dataset"], found["batch_id"], gates,
                          as_utc(found["recorded_at"]))
+
+    def record_version(self, tenant: str, dataset: str, tag: str, commit_id: str, batch_id: str) -> None:
+        """Remember that Trainyard tagged ``commit_id`` (its merge of ``batch_id``) as ``tag``; idempotent."""
+        key = (self.versions.c.tenant == tenant) & (self.versions.c.dataset == dataset) & (self.versions.c.tag == tag)
+        with self.engine.begin() as conn:
+            existing = conn.execute(sa.select(self.versions.c.commit_id).where(key)).scalar()
+            if existing is None:
+                conn.execute(sa.insert(self.versions).values(tenant=tenant, dataset=dataset, tag=tag,
+                                                             commit_id=commit_id, batch_id=batch_id,
+                                                             recorded_at=datetime.now(UTC)))
+            elif existing != commit_id:
+                raise ValueError(f"{tenant}/{dataset} version {tag} is recorded for commit {existing[:12]}, "
+                                 f"not {commit_id[:12]}: versions never move")
+
+    def recorded_versions(self, tenant: str, dataset: str) -> dict[str, str]:
+        """Tag -> commit id of every version Trainyard recorded for the dataset."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(self.versions.c.tag, self.versions.c.commit_id).where(
+                self.versions.c.tenant == tenant, self.versions.c.dataset == dataset)).all()
+        return {tag: commit for tag, commit in rows}
 
     def mark_pending(self, tenant: str, dataset: str, batch_id: str, commit_id: str) -> None:
         """The batch's candidate ``commit_id`` waits for its data owners (replaces an earlier candidate)."""

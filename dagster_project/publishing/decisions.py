@@ -16,7 +16,7 @@ from dagster_project.alerts import Alert, AlertKind, playbook_url
 from dagster_project.lakefs import Commit, LakeFSPort, RefNotFound
 from dagster_project.lakefs.metadata import PUBLISHED_STAGE, CommitMetadata
 from dagster_project.publishing.approvals import ApprovalState, ApprovalStore, Verdict, rejected_batches
-from dagster_project.publishing.publish import PublishOutcome, check_gates, merge_batch
+from dagster_project.publishing.publish import PublishOutcome, check_gates, merge_batch, record_if_ours
 from dagster_project.publishing.versions import diff_published, find_published_version
 from dagster_project.stages.batch import Batch
 from dagster_project.tenants import TenantsConfig
@@ -74,6 +74,7 @@ def merge_if_approved(batch: Batch, store: ApprovalStore) -> PublishOutcome:
     """Merge an owner-policy batch once enough data owners approved its current head commit."""
     already = find_published_version(batch.repo, batch.dataset.name, batch.batch_id)
     if already is not None:
+        record_if_ours(batch, store, already)
         store.clear_pending(batch.tenant.name, batch.dataset.name, batch.batch_id)
         return PublishOutcome("already_published", batch.repo.branch_head(batch.branch), None, already.commit_id,
                               already.tag)
@@ -86,7 +87,7 @@ def merge_if_approved(batch: Batch, store: ApprovalStore) -> PublishOutcome:
     if not state.approved:
         return PublishOutcome("awaiting_approval", head.id, None)
     main_commit, tag = merge_batch(batch, candidate, approved_by=state.approvers, approved_commit=head.id,
-                                   commit=head.id)
+                                   commit=head.id, store=store)
     store.clear_pending(batch.tenant.name, batch.dataset.name, batch.batch_id)
     return PublishOutcome("published", head.id, None, main_commit, tag)
 

@@ -21,7 +21,7 @@ from dagster_project.lakefs.metadata import MERGED_STAGE, PUBLISHED_STAGE, Commi
 from dagster_project.layout import Stage
 from dagster_project.publishing.approvals import ApprovalStore
 from dagster_project.publishing.gatekeeper import touches_actions
-from dagster_project.publishing.versions import find_published_version, next_version
+from dagster_project.publishing.versions import Version, find_published_version, next_version
 from dagster_project.quality.result import GateResult
 from dagster_project.stages.batch import DUPLICATES_FILE, Batch, all_quarantine, reason_counts, write_stage
 from dagster_project.stages.dedup import index_entries
@@ -66,6 +66,8 @@ def run_publish(batch: Batch, store: ApprovalStore | None = None) -> PublishOutc
     """Reconcile, commit the batch with its lineage and gate results, and merge it into main if policy allows."""
     already = find_published_version(batch.repo, batch.dataset.name, batch.batch_id)
     if already is not None:
+        if store is not None:
+            record_if_ours(batch, store, already)
         summary = batch.repo.get_json(already.commit_id,
                                       layout.batch_summary_path(batch.dataset.name, batch.batch_id)) or {}
         return PublishOutcome("already_published", batch.repo.branch_head(batch.branch), None, already.commit_id,
@@ -103,7 +105,7 @@ def run_publish(batch: Batch, store: ApprovalStore | None = None) -> PublishOutc
             store.mark_pending(batch.tenant.name, batch.dataset.name, batch.batch_id, batch_commit)
         return PublishOutcome("awaiting_approval", batch_commit, report, summary=summary, gates=gates)
     main_commit, tag = merge_batch(batch, batch.metadata(PUBLISHED_STAGE, report.as_dict(), verdicts),
-                                   commit=batch_commit)
+                                   commit=batch_commit, store=store)
     return PublishOutcome("published", batch_commit, report, main_commit, tag, summary, gates)
 
 
@@ -117,12 +119,14 @@ def merged_commit(batch: Batch) -> str | None:
 
 
 def merge_batch(batch: Batch, candidate: CommitMetadata | None, approved_by: tuple[str, ...] = (),
-                approved_commit: str | None = None, commit: str | None = None) -> tuple[str, str]:
+                approved_commit: str | None = None, commit: str | None = None,
+                store: ApprovalStore | None = None) -> tuple[str, str]:
     """Merge the batch's checked ``commit`` into main and tag the result as the dataset's next version.
 
     The commit id is merged, never the branch name: whatever lands on the branch after the gates and approvals were
     checked cannot ride along. (Without ``commit``, the branch head is read once, here.) The merge commit carries
-    the candidate's reconciled counts and gate verdicts, and who approved which commit.
+    the candidate's reconciled counts and gate verdicts, and who approved which commit. The new tag is recorded
+    in ``store`` (what makes it a trusted version).
     """
     source = commit or batch.repo.branch_head(batch.branch)
     touched = touches_actions(batch.repo, source)
@@ -139,7 +143,28 @@ def merge_batch(batch: Batch, candidate: CommitMetadata | None, approved_by: tup
     while True:  # another dataset may take a version number between our read and our create
         tag = layout.version_tag(batch.dataset.name, next_version(batch.repo, batch.dataset.name))
         if batch.repo.create_tag(tag, main_commit):
+            if store is not None:
+                store.record_version(batch.tenant.name, batch.dataset.name, tag, main_commit, batch.batch_id)
             return main_commit, tag
+
+
+def record_if_ours(batch: Batch, store: ApprovalStore, version: Version) -> bool:
+    """Record a version tag a run created but died before recording, if it is provably Trainyard's own.
+
+    Proof, not metadata: the tag is on this batch's merge commit on ``main``, whose merged parent is a publish
+    candidate Trainyard recorded for this very batch. A hand-made tag or commit fails one of those.
+    """
+    if version.tag in store.recorded_versions(batch.tenant.name, batch.dataset.name):
+        return True
+    if merged_commit(batch) != version.commit_id:
+        return False
+    parents = batch.repo.get_commit(version.commit_id).parents
+    candidate = store.candidate(parents[1]) if len(parents) == 2 else None
+    if candidate is None or (candidate.tenant, candidate.dataset, candidate.batch_id) != (
+            batch.tenant.name, batch.dataset.name, batch.batch_id):
+        return False
+    store.record_version(batch.tenant.name, batch.dataset.name, version.tag, version.commit_id, batch.batch_id)
+    return True
 
 
 def merge_conflict_alert(batch: Batch, error: str, playbook_base_url: str, run_url: str | None) -> Alert:

@@ -3,6 +3,11 @@
 Every merge into ``main`` is tagged ``<dataset>/v<N>``; the tag's commit carries the batch id and its record
 counts in the commit metadata. A training job pins the commit id (tags can be moved by an admin, commits never
 change). Diffs compare the ``published`` records of two refs by ``record_id``: added, removed, and relabelled.
+
+Why two listings: anyone with write access to lakeFS can create a tag that looks like a version. The tags are
+:func:`tagged_versions` (what lakeFS holds; used to number the next version and to find a batch's own merge
+again); only :func:`trusted_versions` -- the tags Trainyard recorded in its database when it tagged a gated
+merge, still on the recorded commit -- are versions for training, the CLI and the version sensor.
 """
 
 from __future__ import annotations
@@ -13,8 +18,11 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from dagster_project import layout
+from dagster_project.alerts import Alert, AlertKind, playbook_url
 from dagster_project.lakefs import LakeFSPort
 from dagster_project.lakefs.metadata import CommitMetadata
+from dagster_project.publishing.approvals import ApprovalStore
+from dagster_project.tenants import TenantConfig
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,7 @@ class VersionDiff:
         return lines
 
 
-def list_versions(repo: LakeFSPort, dataset: str) -> list[Version]:
+def tagged_versions(repo: LakeFSPort, dataset: str) -> list[Version]:
     versions = []
     for tag in repo.iter_tags(prefix=layout.version_tag_prefix(dataset)):
         number = layout.parse_version_tag(dataset, tag.id)
@@ -62,6 +70,23 @@ def list_versions(repo: LakeFSPort, dataset: str) -> list[Version]:
     return sorted(versions, key=lambda v: v.number)
 
 
+@dataclass(frozen=True)
+class VersionCheck:
+    trusted: list[Version]
+    """Versions Trainyard tagged, on the commit it recorded."""
+    foreign: list[Version]
+    """Version-shaped tags Trainyard did not record (or that were moved): never a version, always an alert."""
+    recorded: dict[str, str]
+    """Tag -> commit id, as Trainyard recorded them."""
+
+
+def trusted_versions(repo: LakeFSPort, tenant: str, dataset: str, store: ApprovalStore) -> VersionCheck:
+    recorded = store.recorded_versions(tenant, dataset)
+    tagged = tagged_versions(repo, dataset)
+    return VersionCheck(trusted=[v for v in tagged if recorded.get(v.tag) == v.commit_id],
+                        foreign=[v for v in tagged if recorded.get(v.tag) != v.commit_id], recorded=recorded)
+
+
 def next_version(repo: LakeFSPort, dataset: str) -> int:
     tags = repo.iter_tags(prefix=layout.version_tag_prefix(dataset))
     numbers = (layout.parse_version_tag(dataset, t.id) for t in tags)
@@ -70,7 +95,7 @@ def next_version(repo: LakeFSPort, dataset: str) -> int:
 
 def find_published_version(repo: LakeFSPort, dataset: str, batch_id: str) -> Version | None:
     """The version that published this batch, if any."""
-    return next((v for v in list_versions(repo, dataset) if v.batch_id == batch_id), None)
+    return next((v for v in tagged_versions(repo, dataset) if v.batch_id == batch_id), None)
 
 
 def resolve_version(dataset: str, ref: str) -> str:
@@ -115,3 +140,16 @@ def training_manifest(repo: LakeFSPort, dataset: str, version: Version) -> dict[
 
 def export_key(landing_prefix: str, dataset: str, name: str) -> str:
     return f"{landing_prefix}/{dataset}/exports/versions/{name}.json"
+
+
+def untrusted_version_alert(tenant: TenantConfig, dataset: str, version: Version, recorded_commit: str | None,
+                            playbook_base_url: str) -> Alert:
+    """On-call hears of a tag that looks like a version but is not one of Trainyard's (nothing exports it)."""
+    moved = f"moved from the recorded commit {recorded_commit[:12]}" if recorded_commit else "never recorded"
+    return Alert(
+        kind=AlertKind.UNTRUSTED_VERSION, tenant=tenant.name, dataset=dataset, batch_id=None, branch=None,
+        title=f"untrusted version tag {version.tag} in {tenant.lakefs_repository} ({moved})",
+        metric="version_tag", details={"tag": version.tag, "commit": version.commit_id, "why": moved,
+                                       "effect": "ignored: not listed, not exported, not readable as a version"},
+        dedupe_key=f"untrusted_version:{tenant.name}:{dataset}:{version.tag}:{version.commit_id[:12]}",
+        playbook_url=playbook_url(AlertKind.UNTRUSTED_VERSION, playbook_base_url), channel=tenant.slack_channel)

@@ -27,7 +27,7 @@ from dagster_project.publishing.decisions import (
     merge_if_approved,
 )
 from dagster_project.publishing.publish import merge_batch, run_publish
-from dagster_project.publishing.versions import diff_published, list_versions
+from dagster_project.publishing.versions import diff_published, tagged_versions
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import Batch
 from dagster_project.stages.ingest import read_gold_set
@@ -77,7 +77,7 @@ def test_owner_batch_waits_and_lands_after_approval(settings: Settings, s3, tena
     main_before = batch.repo.branch_head("main")
 
     assert merge_if_approved(batch, store).status == "awaiting_approval"
-    assert batch.repo.branch_head("main") == main_before and list_versions(batch.repo, batch.dataset.name) == []
+    assert batch.repo.branch_head("main") == main_before and tagged_versions(batch.repo, batch.dataset.name) == []
 
     state = decide(batch, store, OWNER_A.upper(), Verdict.APPROVE, "looks right")  # emails are case-insensitive
     assert state.approved and state.approvers == (OWNER_A,)
@@ -113,7 +113,7 @@ def test_approval_is_bound_to_the_commit(settings: Settings, s3, tenants: Tenant
     state = store.state(batch.tenant, batch.dataset, "wk49", batch.repo.branch_head(batch.branch))
     assert not state.approved and state.stale == (OWNER_A,)
     assert merge_if_approved(batch, store).status == "awaiting_approval"
-    assert list_versions(batch.repo, "support_intents") == []
+    assert tagged_versions(batch.repo, "support_intents") == []
 
 
 def test_two_distinct_owners_and_rejection(settings: Settings, s3, tenants: TenantsConfig,
@@ -212,7 +212,7 @@ def test_a_merge_conflict_loses_nothing(settings: Settings, s3, tenants: Tenants
     with pytest.raises(MergeConflict, match="conflict"):
         merge_batch(batch, None)
     assert repo.branch_head(batch.branch) == head_before  # the batch is intact for the data owner to resolve
-    assert list_versions(repo, "support_intents") == []
+    assert tagged_versions(repo, "support_intents") == []
 
 
 def test_launchpad_decision_job_and_version_commands(settings: Settings, s3, tenants: TenantsConfig,

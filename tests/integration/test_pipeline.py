@@ -22,7 +22,7 @@ from dagster_project.gates import GATES
 from dagster_project.lakefs import LakeFSRepository, api_client
 from dagster_project.layout import Stage
 from dagster_project.publishing.publish import PublishRefused, run_publish
-from dagster_project.publishing.versions import list_versions
+from dagster_project.publishing.versions import tagged_versions
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import DUPLICATES_FILE, Batch
 from dagster_project.stages.ingest import read_gold_set
@@ -155,7 +155,7 @@ def test_drop_without_manifest_is_quarantined_whole_after_grace(settings: Settin
     with pytest.raises(DropRejected) as rejected:  # never an empty version: the batch stops at raw
         process(batch, s3, settings)
     assert rejected.value.records_in == 40 and rejected.value.why == "none of its 40 records is left after ingestion"
-    assert len(batch.repo.log("main")) == 1 and list_versions(batch.repo, dataset.name) == []  # main as created
+    assert len(batch.repo.log("main")) == 1 and tagged_versions(batch.repo, dataset.name) == []  # main as created
     # Every record keeps its reason, committed on the batch branch.
     quarantine = batch.repo.require_frame(batch.repo.branch_head(batch.branch),
                                           layout.stage_quarantine_path(dataset.name, Stage.RAW, "no-manifest"))

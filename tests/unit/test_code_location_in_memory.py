@@ -20,7 +20,7 @@ from dagster_project.alerts import AlertKind, AlertOutbox
 from dagster_project.definitions import build_definitions
 from dagster_project.devservices.sample_data import build_drop, ensure_bucket, upload_drop, upload_gold_set
 from dagster_project.gates import GATES
-from dagster_project.publishing.versions import list_versions
+from dagster_project.publishing.versions import tagged_versions
 from dagster_project.settings import SECRET_ENV_VARS, Settings
 from dagster_project.tenants import load_tenants
 from resources.lakefs import InMemoryLakeFSResource
@@ -72,8 +72,26 @@ def test_a_drop_is_sensed_run_checked_and_published_with_no_server(location) -> 
     assert result.success
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert evaluations == {g.name: True for g in GATES}
-    [version] = list_versions(lakefs.repository(tenant.lakefs_repository), dataset.name)
+    [version] = tagged_versions(lakefs.repository(tenant.lakefs_repository), dataset.name)
     assert version.tag == "support_intents/v1" and version.batch_id == request.partition_key
+
+    # The version sensor exports the new version -- and ignores, with an alert, a tag someone else made.
+    repo = lakefs.repository(tenant.lakefs_repository)
+    branch = layout.batch_branch("support_intents", request.partition_key)
+    assert repo.create_tag("support_intents/v2", repo.branch_head(branch))  # the batch branch, not a version
+    version_sensor = defs.resolve_sensor_def("northbank__support_intents__version_sensor")
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+        sensed = version_sensor(context)
+    assert [r.tags[layout.VERSION_TAG] for r in sensed.run_requests] == ["support_intents/v1"]
+    [alert] = [m.alert for m in AlertOutbox(settings.resolved_database_url).messages()]
+    assert alert.kind is AlertKind.UNTRUSTED_VERSION and alert.details["tag"] == "support_intents/v2"
+    with dg.build_sensor_context(instance=instance, resources=defs.resources, cursor=sensed.cursor) as context:
+        again = version_sensor(context)
+    assert again.run_requests == [] and len(AlertOutbox(settings.resolved_database_url).messages()) == 1
+    export = defs.resolve_job_def("northbank__support_intents__version_job").execute_in_process(
+        instance=instance, tags={layout.VERSION_TAG: "support_intents/v2"}, raise_on_error=False)
+    [failure] = [e for e in export.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert "is not a version Trainyard published" in failure.step_failure_data.error.message  # never exported
 
 
 def test_a_failed_blocking_check_stops_the_run_alerts_and_leaves_main_alone(location) -> None:
@@ -90,7 +108,7 @@ def test_a_failed_blocking_check_stops_the_run_alerts_and_leaves_main_alone(loca
     assert instance.get_run_by_id(result.run_id).tags[layout.ALERTED_TAG] == "gate_failed:pii_residual"
     [message] = AlertOutbox(settings.resolved_database_url).messages()
     assert message.alert.kind is AlertKind.GATE_FAILED and message.alert.metric == "pii_residual"
-    assert list_versions(lakefs.repository(tenant.lakefs_repository), dataset.name) == []
+    assert tagged_versions(lakefs.repository(tenant.lakefs_repository), dataset.name) == []
 
 
 def test_a_drop_with_nothing_to_publish_fails_its_run_with_a_drop_rejected_alert(location) -> None:
@@ -108,4 +126,4 @@ def test_a_drop_with_nothing_to_publish_fails_its_run_with_a_drop_rejected_alert
     assert instance.get_run_by_id(result.run_id).tags[layout.ALERTED_TAG] == "drop_rejected"
     [message] = AlertOutbox(settings.resolved_database_url).messages()
     assert message.alert.kind is AlertKind.DROP_REJECTED and message.alert.batch_id == request.partition_key
-    assert list_versions(lakefs.repository(tenant.lakefs_repository), dataset.name) == []
+    assert tagged_versions(lakefs.repository(tenant.lakefs_repository), dataset.name) == []

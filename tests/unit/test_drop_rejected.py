@@ -8,7 +8,7 @@ import pytest
 from dagster_project import layout
 from dagster_project.devservices.sample_data import build_drop
 from dagster_project.layout import Stage
-from dagster_project.publishing.versions import list_versions
+from dagster_project.publishing.versions import tagged_versions
 from dagster_project.stages.rejection import DropRejected, drop_rejected_alert
 from dagster_project.tenants import TenantsConfig
 from tests.unit.harness import Harness
@@ -34,7 +34,7 @@ def test_a_drop_without_manifest_is_rejected_at_raw_with_every_record_kept(pipel
                                           layout.stage_quarantine_path(dataset.name, Stage.RAW, "no-manifest"))
     assert len(quarantine) == 40
     assert batch.repo.get_frame(batch.branch, batch.data_path(Stage.CLEAN)) is None  # nothing ran after raw
-    assert list_versions(batch.repo, dataset.name) == []
+    assert tagged_versions(batch.repo, dataset.name) == []
 
     alert = drop_rejected_alert(batch, rejected.value, "https://playbooks.example", None)
     assert alert.kind == "drop_rejected" and alert.channel == tenant.slack_channel and alert.value == 0
@@ -51,7 +51,7 @@ def test_a_drop_that_only_repeats_main_is_rejected_at_dedup(pipeline: Harness, t
         pipeline.process(tenant, dataset, again)
     assert rejected.value.why == "none of its 120 records is left after deduplication"
     assert rejected.value.reasons == {"duplicate of another record": 120}
-    assert [v.batch_id for v in list_versions(pipeline.repo(tenant.lakefs_repository), dataset.name)] == ["wk1"]
+    assert [v.batch_id for v in tagged_versions(pipeline.repo(tenant.lakefs_repository), dataset.name)] == ["wk1"]
 
 
 def test_an_empty_drop_is_rejected(pipeline: Harness, target) -> None:

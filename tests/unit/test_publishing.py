@@ -26,7 +26,13 @@ from dagster_project.publishing.decisions import (
     merge_if_approved,
 )
 from dagster_project.publishing.publish import PublishRefused, merge_batch, run_publish
-from dagster_project.publishing.versions import diff_published, list_versions, training_manifest
+from dagster_project.publishing.versions import (
+    diff_published,
+    tagged_versions,
+    training_manifest,
+    trusted_versions,
+    untrusted_version_alert,
+)
 from dagster_project.quality.result import GateResult
 from dagster_project.tenants import TenantsConfig
 from tests.unit.harness import BUCKET, Harness
@@ -91,7 +97,7 @@ def test_publishing_again_changes_nothing_and_the_next_batch_is_the_next_version
 
     second = pipeline.process(tenant, dataset, build_drop(tenant, dataset, "b2", N, seed=4)).published
     assert second.version_tag == "support_intents/v2"
-    assert [v.tag for v in list_versions(repo, "support_intents")] == ["support_intents/v1", "support_intents/v2"]
+    assert [v.tag for v in tagged_versions(repo, "support_intents")] == ["support_intents/v1", "support_intents/v2"]
     diff = diff_published(repo, "support_intents", "v1", "v2")
     assert diff.added == second.conservation.published and diff.removed == 0 and diff.relabelled == 0
 
@@ -117,7 +123,7 @@ def test_a_failed_or_missing_gate_refuses_publishing(pipeline: Harness, auto) ->
                 evaluate_and_record(partial, gate.name)
     with pytest.raises(PublishRefused, match="gates not evaluated: drift"):
         run_publish(partial, pipeline.store)
-    assert list_versions(repo, dataset.name) == []
+    assert tagged_versions(repo, dataset.name) == []
 
 
 def test_a_run_that_died_between_merge_and_tag_is_tagged_not_merged_twice(pipeline: Harness, auto,
@@ -133,7 +139,7 @@ def test_a_run_that_died_between_merge_and_tag_is_tagged_not_merged_twice(pipeli
         with pytest.raises(ConnectionError):
             pipeline.process(tenant, dataset, build_drop(tenant, dataset, "b1", N, seed=3))
     [merged] = batch_commits_on_main(pipeline, tenant.lakefs_repository, dataset.name, "b1")
-    assert list_versions(repo, dataset.name) == []
+    assert tagged_versions(repo, dataset.name) == []
 
     retry = run_publish(pipeline.batch(tenant, dataset, "b1"), pipeline.store)
     assert retry.status == "published" and retry.main_commit == merged and retry.version_tag == "support_intents/v1"
@@ -165,18 +171,61 @@ def test_a_merge_conflict_merges_nothing(pipeline: Harness, auto) -> None:
         run_publish(batch, pipeline.store)
     assert repo.branch_head(layout.MAIN_BRANCH) == main_head
     assert repo.get_commit(repo.branch_head(batch.branch)).parents == (batch_head,)  # only the candidate commit
-    assert list_versions(repo, dataset.name) == []
+    assert tagged_versions(repo, dataset.name) == []
 
 
 def test_training_manifest_pins_the_version_commit(pipeline: Harness, auto) -> None:
     tenant, dataset = auto
     pipeline.process(tenant, dataset, build_drop(tenant, dataset, "b1", N, seed=3))
     repo = pipeline.repo(tenant.lakefs_repository)
-    [version] = list_versions(repo, dataset.name)
+    [version] = tagged_versions(repo, dataset.name)
     manifest = training_manifest(repo, dataset.name, version)
     assert manifest["commit_id"] == version.commit_id and manifest["batch_id"] == "b1"
     assert manifest["files"] == [layout.stage_data_path(dataset.name, "published", "b1")]
     assert manifest["lineage"]["stage"] == MERGED_STAGE and manifest["lineage"]["counts"]["balanced"] == "True"
+
+
+def test_only_tags_trainyard_recorded_are_versions(pipeline: Harness, auto) -> None:
+    tenant, dataset = auto
+    pipeline.process(tenant, dataset, build_drop(tenant, dataset, "b1", N, seed=3))
+    repo = pipeline.repo(tenant.lakefs_repository)
+    # Someone with write access tags a commit that never passed a gate as the next version.
+    repo.ensure_branch("scratch")
+    repo.put_bytes("scratch", "datasets/support_intents/published/batch=evil/data.parquet", b"unchecked")
+    forged = repo.commit("scratch", "unchecked data", {})
+    assert repo.create_tag("support_intents/v2", forged)
+
+    assert [v.tag for v in tagged_versions(repo, dataset.name)] == ["support_intents/v1", "support_intents/v2"]
+    check = trusted_versions(repo, tenant.name, dataset.name, pipeline.store)
+    assert [v.tag for v in check.trusted] == ["support_intents/v1"]
+    assert [(v.tag, v.commit_id) for v in check.foreign] == [("support_intents/v2", forged)]
+    alert = untrusted_version_alert(tenant, dataset.name, check.foreign[0], None, "https://playbooks.example")
+    assert alert.kind == "untrusted_version" and "never recorded" in alert.title
+    # The forged tag still takes its number: the next real version is v3, never a second v2.
+    second = pipeline.process(tenant, dataset, build_drop(tenant, dataset, "b2", N, seed=4)).published
+    assert second.version_tag == "support_intents/v3"
+    assert [v.tag for v in trusted_versions(repo, tenant.name, dataset.name, pipeline.store).trusted] == [
+        "support_intents/v1", "support_intents/v3"]
+
+
+def test_a_run_that_died_between_tag_and_record_records_its_own_tag_on_retry(pipeline: Harness, auto,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant, dataset = auto
+    store = pipeline.store
+
+    def crash(*args, **kwargs) -> None:
+        raise ConnectionError("the platform database went away after the tag")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "record_version", crash)
+        with pytest.raises(ConnectionError):
+            pipeline.process(tenant, dataset, build_drop(tenant, dataset, "b1", N, seed=3))
+    repo = pipeline.repo(tenant.lakefs_repository)
+    assert trusted_versions(repo, tenant.name, dataset.name, store).trusted == []  # tagged, not yet trusted
+
+    retry = run_publish(pipeline.batch(tenant, dataset, "b1"), store)
+    assert retry.status == "already_published"
+    assert [v.tag for v in trusted_versions(repo, tenant.name, dataset.name, store).trusted] == ["support_intents/v1"]
 
 
 # -- owner approvals ----------------------------------------------------------------------------------------------
@@ -226,7 +275,7 @@ def test_an_approval_goes_stale_when_the_branch_moves(pipeline: Harness, owner) 
     assert merge_if_approved(batch, pipeline.store).status == "awaiting_approval"
     state = pipeline.store.state(tenant, dataset, "c1", batch.repo.branch_head(batch.branch))
     assert not state.approved and state.stale == (tenant.data_owners[0],)
-    assert list_versions(batch.repo, dataset.name) == []
+    assert tagged_versions(batch.repo, dataset.name) == []
 
 
 def test_two_required_approvals_need_two_distinct_owners(pipeline: Harness, owner) -> None:
