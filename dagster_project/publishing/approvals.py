@@ -12,6 +12,7 @@ metadata) and the batches still waiting for a decision, so the merge sensor look
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -19,7 +20,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 
 from dagster_project.clock import as_utc
-from dagster_project.db import create_tables, make_engine
+from dagster_project.db import create_tables, make_engine, named_lock
 from dagster_project.quality.result import GateVerdicts, verdicts_from_json, verdicts_to_json
 from dagster_project.tenants import DatasetConfig, TenantConfig
 
@@ -176,6 +177,10 @@ class ApprovalStore:
         gates = verdicts_from_json(found["gates"])
         return Candidate(found["commit_id"], found["tenant"], found["dataset"], found["batch_id"], gates,
                          as_utc(found["recorded_at"]))
+
+    def publish_lock(self, tenant: str, dataset: str, blocking: bool = True) -> AbstractContextManager[None]:
+        """One merge-and-tag at a time per dataset, across every process (runs, sensors, the CLI)."""
+        return named_lock(self.engine, f"trainyard-publish:{tenant}/{dataset}", blocking=blocking)
 
     def record_version(self, tenant: str, dataset: str, tag: str, commit_id: str, batch_id: str) -> None:
         """Remember that Trainyard tagged ``commit_id`` (its merge of ``batch_id``) as ``tag``; idempotent."""

@@ -8,6 +8,7 @@ batch whose gates failed or never ran.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from dagster_project.quality.result import GateResult
 from dagster_project.stages.batch import DUPLICATES_FILE, Batch, all_quarantine, reason_counts, write_stage
 from dagster_project.stages.dedup import index_entries
 from dagster_project.stages.rejection import reject_if_empty
-from dagster_project.stages.runners import build_published
+from dagster_project.stages.runners import build_published, published_hash_index
 
 CONSERVATION_COUNTS = ("records_in", "published", "quarantined", "duplicates", "balanced")
 """The reconciled counts every publish candidate and merge commit carries."""
@@ -133,11 +134,22 @@ def merge_batch(batch: Batch, candidate: CommitMetadata | None, approved_by: tup
     if touched:
         raise PublishRefused(f"batch {batch.batch_id} changes {', '.join(touched)}; action files never change "
                              "through a batch")
+    # Two batches of one dataset publishing at once would both pass dedup against the same main and number their
+    # versions in any order: merge and tag one at a time, and re-check duplicates against main under the lock.
+    with store.publish_lock(batch.tenant.name, batch.dataset.name) if store is not None else nullcontext():
+        return _merge_and_tag(batch, source, candidate, approved_by, approved_commit, store)
+
+
+def _merge_and_tag(batch: Batch, source: str, candidate: CommitMetadata | None, approved_by: tuple[str, ...],
+                   approved_commit: str | None, store: ApprovalStore | None) -> tuple[str, str]:
+    already = merged_commit(batch)
+    if already is None:
+        refuse_new_duplicates_of_main(batch, source)
     counts = {k: v for k, v in (candidate.counts if candidate else {}).items() if k in CONSERVATION_COUNTS}
     metadata = batch.metadata(MERGED_STAGE, counts, candidate.gates if candidate else None).model_copy(
         update={"approved_by": approved_by, "approved_commit": approved_commit})
     # A run that died between merging and tagging left the merge on main: tag that commit, never merge twice.
-    main_commit = merged_commit(batch) or batch.repo.merge(
+    main_commit = already or batch.repo.merge(
         source, layout.MAIN_BRANCH, f"publish {batch.dataset.name} batch {batch.batch_id}",
         metadata.to_lakefs())
     while True:  # another dataset may take a version number between our read and our create
@@ -146,6 +158,21 @@ def merge_batch(batch: Batch, candidate: CommitMetadata | None, approved_by: tup
             if store is not None:
                 store.record_version(batch.tenant.name, batch.dataset.name, tag, main_commit, batch.batch_id)
             return main_commit, tag
+
+
+def refuse_new_duplicates_of_main(batch: Batch, source: str) -> None:
+    """Refuse to merge records whose texts reached main after this batch's dedup ran (another batch published
+    them meanwhile): merged anyway, the same text would be on main twice."""
+    mine = batch.repo.get_frame(source, layout.dedup_index_path(batch.dataset.name, batch.batch_id))
+    if mine is None or mine.empty:
+        return
+    known = published_hash_index(batch)
+    repeated = mine[mine["text_hash"].isin(known["text_hash"])]
+    if len(repeated):
+        examples = ", ".join(repeated["record_id"].head(5))
+        raise PublishRefused(
+            f"batch {batch.batch_id}: {len(repeated)} records are now duplicates of records another batch published "
+            f"on main after this batch was deduplicated (e.g. {examples}); re-run the batch from its dedup step")
 
 
 def record_if_ours(batch: Batch, store: ApprovalStore, version: Version) -> bool:
