@@ -30,6 +30,7 @@ from dagster_project.publishing.publish import merge_conflict_alert, run_publish
 from dagster_project.quality.result import GateResult
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import Batch, StageReport
+from dagster_project.stages.ingest import SourceUnavailable
 from dagster_project.stages.rejection import DropRejected, drop_rejected_alert
 from dagster_project.stages.runners import StageInputs
 from dagster_project.tenants import DatasetConfig, TenantConfig
@@ -37,6 +38,9 @@ from resources.approvals import ApprovalsResource
 from resources.lakefs import LakeFSResource
 from resources.slack import AlertsResource
 
+SOURCE_RETRIES = 3
+SOURCE_RETRY_SECONDS = 10
+"""A landing file that could not be read is retried after 10, 20 and 40 s; then the step (and run) fails."""
 NEEDED_RESOURCES = {"landing": {"landing"}, "vendors": {"workforce"}}
 """The Dagster resources behind each kind of :class:`~dagster_project.stages.runners.StageInputs` a stage needs."""
 
@@ -120,6 +124,10 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
                 report = step.run(batch, stage_inputs(step, context.resources, tenant, dataset))
             except DropRejected as exc:
                 raise rejected(context, context.resources.alerts, batch, exc) from exc
+            except SourceUnavailable as exc:  # a dependency, not the data: retry with backoff, then fail loudly
+                wait = SOURCE_RETRY_SECONDS * 2 ** context.retry_number
+                context.log.warning(f"{exc}; retry {context.retry_number + 1} of {SOURCE_RETRIES} in {wait}s")
+                raise dg.RetryRequested(max_retries=SOURCE_RETRIES, seconds_to_wait=wait) from exc
             for warning in report.warnings:
                 context.log.warning(warning)
             return dg.MaterializeResult(metadata=report_metadata(report, batch))

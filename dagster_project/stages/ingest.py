@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from dagster_project.layout import Stage
 from dagster_project.records import LINEAGE_COLUMNS, QuarantineEntry, quarantine_frame, record_id_for
+from dagster_project.stages.json_limits import MAX_RECORD_BYTES, JsonRejected, parse_json
 from dagster_project.stages.landing import Drop, LandingFile, Manifest, read_manifest
 
 RAW_COLUMNS = [*LINEAGE_COLUMNS, "payload"]
@@ -72,19 +73,40 @@ def _undecodable(raw: bytes, exc: UnicodeDecodeError) -> str:
     return f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
 
 
+class FileRejected(ValueError):
+    """The whole file cannot be read as its format (e.g. UTF-16 text); the message is the quarantine reason."""
+
+
+class SourceUnavailable(RuntimeError):
+    """Reading the file from the landing zone failed (network, storage): a dependency's fault, never the data's."""
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _refuse_utf16(number: int, raw: bytes) -> None:
+    if number == 1 and raw.startswith(_UTF16_BOMS):
+        raise FileRejected("UTF-16 encoded text (byte order mark at the start); export the file as UTF-8")
+
+
 def _parse_jsonl(body: Any) -> Iterator[_Parsed]:
     for number, raw in _iter_lines(body):
+        _refuse_utf16(number, raw)
         if not raw.strip():
             continue
+        if len(raw) > MAX_RECORD_BYTES:
+            yield _Parsed(number, raw[:4096].decode("utf-8", "backslashreplace") + " ...[truncated]",
+                          f"record of {len(raw)} bytes (at most {MAX_RECORD_BYTES} are accepted)")
+            continue
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM before the first record is fine
         except UnicodeDecodeError as exc:
             yield _Parsed(number, raw.decode("utf-8", "backslashreplace"), _undecodable(raw, exc))
             continue
         try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield _Parsed(number, text, f"invalid JSON: {exc.msg} at column {exc.colno}")
+            value = parse_json(text)
+        except JsonRejected as exc:
+            yield _Parsed(number, text, str(exc))
             continue
         if not isinstance(value, dict):
             yield _Parsed(number, text, f"expected a JSON object, found {type(value).__name__}")
@@ -101,6 +123,7 @@ def _parse_csv(body: Any) -> Iterator[_Parsed]:
 
     def decoded_lines() -> Iterator[str]:
         for number, raw in _iter_lines(body):
+            _refuse_utf16(number, raw)
             position["line"] = number
             try:
                 position["text"] = raw.decode("utf-8-sig" if number == 1 else "utf-8")
@@ -138,10 +161,15 @@ def _parse_csv(body: Any) -> Iterator[_Parsed]:
 
 
 def _parse_parquet(body: Any) -> Iterator[_Parsed]:
-    """Parquet needs random access: spool to a temporary file, then read one row group at a time."""
+    """Parquet needs random access: spool to a temporary file, then read one row group at a time.
+
+    Reading the body can fail because of the network: that is :class:`SourceUnavailable`, never a corrupt file."""
     with tempfile.TemporaryFile() as spool:
-        while chunk := body.read(_CHUNK_BYTES):
-            spool.write(chunk)
+        try:
+            while chunk := body.read(_CHUNK_BYTES):
+                spool.write(chunk)
+        except Exception as exc:  # noqa: BLE001 -- whatever the transport raised, it is not the client's data
+            raise SourceUnavailable(f"reading the file failed: {type(exc).__name__}: {exc}") from exc
         spool.seek(0)
         parquet = pq.ParquetFile(spool)
         row = 0
@@ -211,6 +239,11 @@ def _ingest_file(s3, drop: Drop, landing_file: LandingFile, manifest_problem, li
             else:
                 accepted.append({**lineage, "record_id": record_id_for(uri, parsed.line), "source_uri": uri,
                                  "source_line": parsed.line, "payload": parsed.payload})
+    except SourceUnavailable as exc:  # retried by the step, then fails loudly; nothing is quarantined
+        raise SourceUnavailable(f"{uri}: {exc}") from exc
+    except FileRejected as exc:
+        reject(uri, None, str(exc), "")
+        return
     except Exception as exc:
         if fmt != "parquet":
             raise

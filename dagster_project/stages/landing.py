@@ -9,7 +9,6 @@ landed can silently disappear.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from dagster_project.layout import MANIFEST_NAME, batch_id_for_drop, incoming_prefix
+from dagster_project.stages.json_limits import JsonRejected, parse_json
 
 
 class Manifest(BaseModel):
@@ -111,9 +111,9 @@ def read_manifest(s3: Any, drop: Drop) -> tuple[Manifest | None, str | None]:
         return None, f"drop {drop.uri} has no {MANIFEST_NAME}: license and consent basis unknown"
     body = s3.get_object(Bucket=drop.bucket, Key=drop.manifest_file.key)["Body"].read()
     try:
-        return Manifest.model_validate(json.loads(body)), None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return None, f"{MANIFEST_NAME} in {drop.uri} is not valid JSON: {exc}"
+        return Manifest.model_validate(parse_json(body.decode("utf-8-sig"))), None
+    except (JsonRejected, UnicodeDecodeError) as exc:
+        return None, f"{MANIFEST_NAME} in {drop.uri} is not valid JSON: {str(exc).removeprefix('invalid JSON: ')}"
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return None, f"{MANIFEST_NAME} in {drop.uri} is invalid: {problems}"

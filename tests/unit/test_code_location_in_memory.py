@@ -127,3 +127,65 @@ def test_a_drop_with_nothing_to_publish_fails_its_run_with_a_drop_rejected_alert
     [message] = AlertOutbox(settings.resolved_database_url).messages()
     assert message.alert.kind is AlertKind.DROP_REJECTED and message.alert.batch_id == request.partition_key
     assert tagged_versions(lakefs.repository(tenant.lakefs_repository), dataset.name) == []
+
+
+_STALLS = {"left": 0}
+
+
+class _StallingBody:
+    def __init__(self, body) -> None:
+        self.body = body
+
+    def read(self, size: int = -1) -> bytes:
+        raise TimeoutError("Read timed out")
+
+
+class StallingLanding(ObjectStorageResource):
+    """The landing zone, with the next ``_STALLS['left']`` reads of a Parquet file timing out mid-file."""
+
+    def client(self):
+        real = super().client()
+
+        class Client:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def get_object(self, Bucket, Key):  # noqa: N803 - boto3's spelling
+                answer = real.get_object(Bucket=Bucket, Key=Key)
+                if Key.endswith(".parquet") and _STALLS["left"] > 0:
+                    _STALLS["left"] -= 1
+                    return {**answer, "Body": _StallingBody(answer["Body"])}
+                return answer
+
+        return Client()
+
+
+@pytest.mark.parametrize(("stalls", "succeeds"), [(1, True), (10, False)])
+def test_a_stalled_read_is_retried_and_never_quarantined_as_the_clients_fault(
+        location, monkeypatch: pytest.MonkeyPatch, stalls: int, succeeds: bool) -> None:
+    import assets.factory as factory
+
+    settings, _, s3, lakefs, instance = location
+    monkeypatch.setattr(factory, "SOURCE_RETRY_SECONDS", 0)
+    _STALLS["left"] = stalls
+    defs = build_definitions(settings, resources={"lakefs": lakefs, "landing": StallingLanding(
+        landing_bucket=BUCKET, access_key_id="unit", secret_access_key="unit-secret")})
+    tenant = load_tenants(settings.tenants_file).tenant("northbank")
+    dataset = tenant.dataset("support_intents")
+    plan = build_drop(tenant, dataset, "wk50", 150, seed=6, plant_defects=False)
+    assert any(name.endswith(".parquet") for name in plan.files)
+    upload_drop(s3, BUCKET, plan)
+    upload_gold_set(s3, BUCKET, tenant, dataset)
+
+    request, result = sense_and_run(defs, instance, "northbank", "support_intents")
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert result.success is succeeds and len(retries) == min(stalls, factory.SOURCE_RETRIES)
+    repo = lakefs.repository(tenant.lakefs_repository)
+    if succeeds:
+        [version] = tagged_versions(repo, dataset.name)
+        assert version.published_records == plan.records - plan.duplicates  # nothing lost to the stall
+    else:
+        branch = layout.batch_branch(dataset.name, request.partition_key)
+        quarantine = repo.get_frame(branch, layout.stage_quarantine_path(dataset.name, "raw", request.partition_key))
+        assert quarantine is None or not quarantine["reason"].str.contains("parquet").any()
+        assert tagged_versions(repo, dataset.name) == []

@@ -1,0 +1,101 @@
+"""One pathological record is quarantined on its own, with a reason; the rest of the drop is ingested. A file that
+cannot be read because of the network is a failing dependency (the step fails and is retried), never the data's
+fault. Every case here used to raise in ``raw`` and stop the whole drop, or quarantine the wrong thing."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+
+from dagster_project.stages.ingest import SourceUnavailable, ingest_drop
+from dagster_project.stages.json_limits import MAX_DEPTH, JsonRejected, parse_json
+
+from .fakes import INGESTED_AT, make_drop
+
+GOOD = b'{"id": "ok-1", "text": "fine"}'
+
+
+def ingest(files: dict[str, bytes]):
+    s3, drop = make_drop(files)
+    result = ingest_drop(s3, drop, "drop-1", INGESTED_AT)
+    assert result.records_in == len(result.records) + len(result.quarantine)
+    return result
+
+
+def reasons(result) -> dict[int | None, str]:
+    return {None if pd.isna(line) else int(line): reason
+            for line, reason in zip(result.quarantine["source_line"], result.quarantine["reason"], strict=True)}
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    (b"[" * 100_000 + b"]" * 100_000, f"nested deeper than {MAX_DEPTH} levels"),
+    (b'{"a": ' + b"[" * (MAX_DEPTH + 5) + b"]" * (MAX_DEPTH + 5) + b"}", f"nested deeper than {MAX_DEPTH} levels"),
+    (b'{"id": "x", "n": ' + b"9" * 5000 + b"}", "integer with 5000 digits (at most 19 are accepted)"),
+    (b'{"id": "x", "text": "\\ud800 alone"}', "contains an unpaired surrogate escape (\\ud800): not valid Unicode"),
+    (b'{"id": "x", "score": NaN}', "NaN is not a JSON value"),
+    (b'{"id": "x", "score": 1e999}', "number 1e999 is out of range"),
+])
+def test_a_pathological_line_costs_one_record_not_the_drop(line: bytes, reason: str) -> None:
+    result = ingest({"records.jsonl": GOOD + b"\n" + line + b"\n" + GOOD.replace(b"ok-1", b"ok-3") + b"\n"})
+    assert len(result.records) == 2 and reasons(result) == {2: reason}
+
+
+def test_a_bom_before_the_first_jsonl_record_keeps_that_record() -> None:
+    result = ingest({"records.jsonl": b"\xef\xbb\xbf" + GOOD + b"\n" + GOOD.replace(b"ok-1", b"ok-2") + b"\n"})
+    assert len(result.records) == 2 and result.quarantine.empty
+
+
+@pytest.mark.parametrize("bom", [b"\xff\xfe", b"\xfe\xff"])
+@pytest.mark.parametrize("name", ["records.jsonl", "records.csv"])
+def test_a_utf16_file_is_one_quarantine_entry_with_the_right_reason(bom: bytes, name: str) -> None:
+    encoding = "utf-16-le" if bom == b"\xff\xfe" else "utf-16-be"
+    text = '{"id": "a", "text": "x"}\n{"id": "b", "text": "y"}\n' if name.endswith("jsonl") else "id,text\na,x\n"
+    result = ingest({name: bom + text.encode(encoding), "good.jsonl": GOOD + b"\n"})
+    assert len(result.records) == 1
+    [(uri, line, reason)] = list(zip(result.quarantine["source_uri"], result.quarantine["source_line"],
+                                     result.quarantine["reason"], strict=True))
+    assert uri.endswith(name) and pd.isna(line) and reason.startswith("UTF-16 encoded text")  # a whole file
+
+
+def test_a_record_too_large_is_quarantined_with_a_truncated_payload(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster_project.stages import ingest as module
+
+    monkeypatch.setattr(module, "MAX_RECORD_BYTES", 64)
+    big = b'{"id": "big", "text": "' + b"x" * 200 + b'"}'
+    result = ingest({"records.jsonl": GOOD + b"\n" + big + b"\n"})
+    assert len(result.records) == 1 and reasons(result) == {2: f"record of {len(big)} bytes (at most 64 are accepted)"}
+
+
+def test_a_deeply_nested_manifest_quarantines_the_drop_with_a_reason() -> None:
+    s3, drop = make_drop({"records.jsonl": GOOD + b"\n"}, manifest=b"[" * 100_000 + b"]" * 100_000)
+    result = ingest_drop(s3, drop, "drop-1", INGESTED_AT)
+    assert result.manifest is None and result.manifest_problem.endswith(f"is not valid JSON: nested deeper than "
+                                                                        f"{MAX_DEPTH} levels")
+
+
+class _Stalls(io.RawIOBase):
+    """A body that delivers part of the file and then times out, as a read from a stalled S3 would."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first = first
+
+    def read(self, size: int = -1) -> bytes:
+        if self.first:
+            chunk, self.first = self.first, b""
+            return chunk
+        raise TimeoutError("Read timed out")
+
+
+def test_a_parquet_read_that_times_out_fails_the_step_and_quarantines_nothing() -> None:
+    s3, drop = make_drop({"part.parquet": b"PAR1" + b"\0" * 100})
+    s3.get_object = lambda Bucket, Key: {"Body": _Stalls(b"PAR1")}  # noqa: N803 - boto3's spelling
+    with pytest.raises(SourceUnavailable, match=r"part\.parquet: reading the file failed: TimeoutError"):
+        ingest_drop(s3, drop, "drop-1", INGESTED_AT)
+
+
+def test_parse_json_accepts_ordinary_values() -> None:
+    assert parse_json('{"a": [1, 2.5, "é", {"b": null}], "big": 1234567890123456789}')["big"] == 1234567890123456789
+    with pytest.raises(JsonRejected, match="invalid JSON"):
+        parse_json("{")
