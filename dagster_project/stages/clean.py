@@ -115,6 +115,11 @@ def clean_records(raw: pd.DataFrame, schema: RecordSchema) -> CleanResult:
         problems: list[tuple[str, str]] = []
         for name, spec in schema.fields.items():
             value = payload.get(name)
+            if name == schema.id_field and isinstance(value, str) and normalise_text(value) != value:
+                # The client's id is lineage: kept exactly as sent, or the record is held back -- never altered.
+                problems.append((name, f"field '{name}' (the client's record id) {value!r} holds control, "
+                                       "non-normalised or surrounding space characters; ids are never changed"))
+                continue
             if isinstance(value, str):
                 cleaned = normalise_text(value)
                 normalised += cleaned != value.strip()

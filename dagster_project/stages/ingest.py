@@ -176,7 +176,20 @@ def _parse_parquet(body: Any) -> Iterator[_Parsed]:
         for group in range(parquet.num_row_groups):
             for record in parquet.read_row_group(group).to_pylist():
                 row += 1
-                yield _Parsed(row, _json_payload(record))
+                yield _text_record(row, record)
+
+
+def _text_record(row: int, record: dict[str, Any]) -> _Parsed:
+    """A Parquet row as a payload: binary columns holding UTF-8 text become text; other binary is quarantined
+    (written as ``"b'...'"`` it would reach main as a string nobody sent)."""
+    for name, value in record.items():
+        if isinstance(value, bytes):
+            try:
+                record[name] = value.decode("utf-8")
+            except UnicodeDecodeError:
+                preview = {k: (v.hex()[:64] if isinstance(v, bytes) else v) for k, v in record.items()}
+                return _Parsed(row, _json_payload(preview), f"field '{name}' holds binary data, not UTF-8 text")
+    return _Parsed(row, _json_payload(record))
 
 
 _PARSERS = {"jsonl": _parse_jsonl, "csv": _parse_csv, "parquet": _parse_parquet}

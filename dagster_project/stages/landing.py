@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from dagster_project.layout import MANIFEST_NAME, batch_id_for_drop, incoming_prefix
 from dagster_project.stages.json_limits import JsonRejected, parse_json
+
+UNDECLARED = frozenset({"", "unknown", "n/a", "na", "none", "null", "tbd", "-", "?"})
+"""Values that leave a manifest field undeclared."""
 
 
 class Manifest(BaseModel):
@@ -29,6 +32,14 @@ class Manifest(BaseModel):
     consent_basis: str
     collected_at: datetime
     contains_pii: bool = False
+
+    @field_validator("source", "license", "consent_basis")
+    @classmethod
+    def _declared(cls, value: str, info: ValidationInfo) -> str:
+        """A license or consent basis that says nothing is no license: such a drop must not reach main."""
+        if value.strip().casefold() in UNDECLARED:
+            raise ValueError(f"{info.field_name} must be declared, got {value!r}")
+        return value.strip()
 
 
 @dataclass(frozen=True)

@@ -75,11 +75,17 @@ def reasons(result: CleanResult) -> list[tuple[str, str]]:
 
 
 def test_nfkc_turns_full_width_characters_into_ascii() -> None:
-    result = clean_one(review_id="ＡＢＣ１２３", text="ｆｉｎｅ　ｔｅｘｔ")  # full-width letters, digits, space
+    result = clean_one(text="ｆｉｎｅ　ｔｅｘｔ")  # full-width letters and space
     assert result.quarantine.empty
-    assert result.records.loc[0, "review_id"] == "ABC123"
     assert result.records.loc[0, "text"] == "fine text"
-    assert result.normalised_values == 2
+    assert result.normalised_values == 1
+
+
+def test_a_client_id_that_normalisation_would_change_is_held_back_not_changed() -> None:
+    result = clean_one(review_id="ＡＢＣ１２３")  # the client's id, in full-width characters
+    assert result.records.empty
+    [(field, reason)] = reasons(result)
+    assert field == "review_id" and "ids are never changed" in reason
 
 
 def test_ligatures_and_control_characters() -> None:

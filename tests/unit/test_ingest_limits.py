@@ -5,6 +5,7 @@ fault. Every case here used to raise in ``raw`` and stop the whole drop, or quar
 from __future__ import annotations
 
 import io
+import json
 
 import pandas as pd
 import pytest
@@ -99,3 +100,46 @@ def test_parse_json_accepts_ordinary_values() -> None:
     assert parse_json('{"a": [1, 2.5, "é", {"b": null}], "big": 1234567890123456789}')["big"] == 1234567890123456789
     with pytest.raises(JsonRejected, match="invalid JSON"):
         parse_json("{")
+
+
+@pytest.mark.parametrize("license_", ["", "  ", "unknown", "UNKNOWN", "n/a"])
+def test_a_manifest_with_an_undeclared_license_quarantines_the_drop(license_: str) -> None:
+    from .fakes import VALID_MANIFEST
+
+    s3, drop = make_drop({"records.jsonl": GOOD + b"\n"}, manifest={**VALID_MANIFEST, "license": license_})
+    result = ingest_drop(s3, drop, "drop-1", INGESTED_AT)
+    assert result.records.empty and result.manifest is None
+    assert "license: Value error, license must be declared" in result.manifest_problem
+
+
+def test_binary_parquet_text_is_decoded_and_binary_data_is_quarantined() -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"id": ["a", "b"], "text": pa.array([b"caf\xc3\xa9", b"\xff\xfe\x00"], pa.binary())}),
+                   buffer)
+    result = ingest({"p.parquet": buffer.getvalue()})
+    assert [json.loads(p)["text"] for p in result.records["payload"]] == ["café"]  # not "b'caf\\xc3\\xa9'"
+    assert reasons(result) == {2: "field 'text' holds binary data, not UTF-8 text"}
+
+
+@pytest.mark.parametrize("client_id", ["TCK\x00-17", "TCK-17\x1b", " TCK-17", "ＴＣＫ-17"])
+def test_a_client_id_is_never_changed_silently(client_id: str, example_config) -> None:
+    import pandas as pd
+
+    from dagster_project.records import LINEAGE_COLUMNS
+    from dagster_project.stages.clean import clean_records
+
+    dataset = example_config.tenant("northbank").dataset("support_intents")
+    schema = dataset.record_schema
+    good = {"ticket_id": "TCK-16", "channel": "chat", "text": "my card was charged twice",
+            "created_at": "2026-11-30T10:00:00Z"}
+    assert schema.id_field == "ticket_id"
+    raw = ingest({"r.jsonl": (json.dumps(good) + "\n" + json.dumps({**good, schema.id_field: client_id})
+                              + "\n").encode()}).records
+    result = clean_records(raw[[*LINEAGE_COLUMNS, "payload"]], schema)
+    assert result.records[schema.id_field].tolist() == ["TCK-16"]
+    [reason] = result.quarantine["reason"].tolist()
+    assert reason.startswith(f"field '{schema.id_field}' (the client's record id)") and "never changed" in reason
+    assert isinstance(result.quarantine, pd.DataFrame)
