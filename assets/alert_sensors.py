@@ -11,7 +11,8 @@ messages but loses none.
 
 # No `from __future__ import annotations`: Dagster inspects the real annotations of sensor functions.
 import json
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -27,6 +28,44 @@ STALLED_RUN_ALERT_SENSOR = "stalled_run_alert_sensor"
 ALERT_DELIVERY_SENSOR = "alert_delivery_sensor"
 
 
+@dataclass(frozen=True)
+class FailureCursor:
+    """Where the failed-run scan resumes: runs updated after ``updated_after``, minus those already handled.
+
+    ``RunsFilter.updated_after`` is exclusive and timestamps can tie, so the cursor stays one second behind the
+    newest handled run and remembers the runs handled since (pruned once the cursor has passed them)."""
+
+    updated_after: datetime | None = None
+    done: dict[str, str] = field(default_factory=dict)
+    """Run id -> its update time (ISO), for runs handled at or after ``updated_after``."""
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "FailureCursor":
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(datetime.fromisoformat(data["updated_after"]) if data.get("updated_after") else None,
+                   dict(data.get("done", {})))
+
+    def past(self, updated: datetime, run_id: str) -> "FailureCursor":
+        updated = as_utc(updated)
+        floor = max(updated - timedelta(seconds=1), self.updated_after or updated - timedelta(seconds=1))
+        done = {r: t for r, t in {**self.done, run_id: updated.isoformat()}.items()
+                if datetime.fromisoformat(t) > floor}
+        return FailureCursor(floor, done)
+
+    def to_json(self) -> str:
+        return json.dumps({"updated_after": self.updated_after.isoformat() if self.updated_after else None,
+                           "done": dict(sorted(self.done.items()))})
+
+
+def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
+    """What the run's failure event says (or a plain 'run failed')."""
+    events = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE, limit=1,
+                                          ascending=False).records
+    return (events[0].event_log_entry.message if events else "") or "run failed"
+
+
 def last_progress(instance: dg.DagsterInstance, record: dg.RunRecord) -> datetime:
     """When the run last logged an event (or started, or was created, if it logged none)."""
     latest = instance.get_records_for_run(record.dagster_run.run_id, limit=1, ascending=False).records
@@ -40,23 +79,36 @@ def last_progress(instance: dg.DagsterInstance, record: dg.RunRecord) -> datetim
 def build_alert_definitions(tenants: TenantsConfig, settings: Settings) -> dg.Definitions:
     channels = {tenant.name: tenant.slack_channel for tenant in tenants.tenants}
 
-    @dg.run_failure_sensor(
+    @dg.sensor(
         name=RUN_FAILURE_ALERT_SENSOR,
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=settings.sensor_interval_seconds,
         description="Alerts on-call when a batch run fails for a reason other than a failed blocking gate "
                     "(those raise their own alert, with their metric, where the gate is evaluated).",
     )
-    def batch_run_failure_alert_sensor(context: dg.RunFailureSensorContext, alerts: AlertsResource) -> None:
-        run = context.dagster_run
-        tenant, dataset = run.tags.get(layout.TENANT_TAG), run.tags.get(layout.DATASET_TAG)
-        if tenant not in channels or not dataset or run.tags.get(layout.ALERTED_TAG):
-            return
-        error = context.failure_event.message if context.failure_event else "run failed"
-        alerts.router().raise_alert(run_failed_alert(
-            tenant=tenant, dataset=dataset, batch_id=run.tags.get("dagster/partition"), job=run.job_name,
-            error=error or "run failed", channel=channels[tenant], playbook_base_url=alerts.playbook_base_url,
-            run_url=alerts.run_url(run.run_id)))
+    def batch_run_failure_alert_sensor(context: dg.SensorEvaluationContext, alerts: AlertsResource) -> dg.SkipReason:
+        # Not dg.run_failure_sensor: that advances its cursor past a run even when the alert could not be written
+        # (the platform database down), losing the alert for good. This cursor moves only past runs whose alert
+        # is in the outbox; if raising fails, the tick fails and the next tick starts from the same run.
+        cursor = FailureCursor.from_json(context.cursor)
+        router, alerted = alerts.router(), 0
+        records = context.instance.get_run_records(
+            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=cursor.updated_after),
+            order_by="update_timestamp", ascending=True, limit=100)
+        for record in records:
+            run = record.dagster_run
+            if run.run_id in cursor.done:
+                continue
+            tenant, dataset = run.tags.get(layout.TENANT_TAG), run.tags.get(layout.DATASET_TAG)
+            if tenant in channels and dataset and not run.tags.get(layout.ALERTED_TAG):
+                router.raise_alert(run_failed_alert(
+                    tenant=tenant, dataset=dataset, batch_id=run.tags.get("dagster/partition"), job=run.job_name,
+                    error=failure_message(context.instance, run.run_id), channel=channels[tenant],
+                    playbook_base_url=alerts.playbook_base_url, run_url=alerts.run_url(run.run_id)))
+                alerted += 1
+            cursor = cursor.past(record.update_timestamp, run.run_id)
+            context.update_cursor(cursor.to_json())
+        return dg.SkipReason(f"{alerted} failed batch runs alerted")
 
     @dg.sensor(
         name=STALLED_RUN_ALERT_SENSOR,

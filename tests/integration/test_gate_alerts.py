@@ -51,12 +51,9 @@ def tick(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursors:
 
 
 def run_failure_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> None:
-    """Evaluate the run-failure alert sensor for one failed run."""
-    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    with dg.build_run_status_sensor_context(
-            sensor_name=RUN_FAILURE_ALERT_SENSOR, dagster_event=failure, dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(result.run_id), resources=defs.resources) as context:
-        defs.resolve_sensor_def(RUN_FAILURE_ALERT_SENSOR)(context.for_run_failure())
+    """Evaluate the run-failure alert sensor once the run has failed."""
+    assert instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.FAILURE
+    tick(defs, instance, RUN_FAILURE_ALERT_SENSOR, {})
 
 
 def test_failed_gate_alerts_once_and_recovers(alert_settings: Settings, s3, slack: RunningSlackReceiver,
