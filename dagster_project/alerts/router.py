@@ -78,9 +78,21 @@ class DeliveryReport:
 
 
 class Sender(Protocol):
-    """Posts one message and returns Slack's message ``ts``; raises ``SlackApiError`` or a connection error."""
+    """Posts one message and returns Slack's message ``ts``; raises ``SlackApiError`` or a connection error.
 
-    def send(self, channel: str, text: str, blocks: list[dict[str, Any]], thread_ts: str | None = None) -> str: ...
+    Every message carries ``message_key`` (Slack message metadata), so :meth:`find` can tell whether an earlier
+    attempt whose answer was lost did reach the channel."""
+
+    def send(self, channel: str, text: str, blocks: list[dict[str, Any]], thread_ts: str | None = None,
+             message_key: str | None = None) -> str: ...
+
+    def find(self, channel: str, message_key: str, since: datetime) -> str | None:
+        """The ``ts`` of the message posted with ``message_key`` in ``channel`` since ``since``, if any."""
+        ...
+
+
+def message_key(message_id: int) -> str:
+    return f"trainyard-outbox-{message_id}"
 
 
 class FailureKind(StrEnum):
@@ -286,8 +298,12 @@ class AlertRouter:
                 thread_ts = original.slack_ts if original is not None else None
             text, blocks = render(message)
             attempts = message.attempts + 1
+            key = message_key(message.id)
             try:
-                ts = sender.send(message.channel, text, blocks, thread_ts=thread_ts)
+                # A retry may follow an attempt that Slack accepted but whose answer was lost: look before posting,
+                # so the message is delivered once.
+                ts = (sender.find(message.channel, key, message.created_at) if message.attempts else None) or \
+                    sender.send(message.channel, text, blocks, thread_ts=thread_ts, message_key=key)
             except Exception as error:  # noqa: BLE001 -- every failure is classified; an alert is never dropped
                 failure = classify_send_error(error, now)
                 report.errors.append(f"{message.id} {message.channel}: {failure.error}")

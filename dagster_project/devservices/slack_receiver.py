@@ -3,9 +3,11 @@
 Why: alert delivery must be proven end to end -- through slack-sdk's real HTTP requests, status codes,
 ``Retry-After`` headers and error bodies -- without a Slack workspace. Pointing ``WebClient(base_url=...)`` here
 is the only difference from production. The receiver records every accepted message for assertions and can be
-told to misbehave the way Slack does: 5xx errors, 429 rate limits, an outage, a missing channel, a bad token.
+told to misbehave the way Slack does: 5xx errors, 429 rate limits, an outage, a missing channel, a bad token, and
+a response lost after the message was posted.
 
-Speaks: ``POST /api/chat.postMessage`` (JSON, form-urlencoded or multipart body) and ``POST /api/auth.test``;
+Speaks: ``POST /api/chat.postMessage`` (JSON, form-urlencoded or multipart body, with message ``metadata``),
+``conversations.list``, ``conversations.history`` (``include_all_metadata``) and ``POST /api/auth.test``;
 any other method answers ``{"ok": false, "error": "unknown_method"}`` like Slack does.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import hashlib
 import json
 import threading
 import time
@@ -33,6 +36,12 @@ class ReceivedMessage:
     blocks: list[dict[str, Any]] | None
     ts: str
     thread_ts: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+def channel_id(name: str) -> str:
+    """A stable Slack-style id for a channel name (history and ``conversations.list`` use ids)."""
+    return "C" + hashlib.sha1(name.lstrip("#").encode("utf-8")).hexdigest()[:10].upper()
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,8 @@ class _Behaviour:
     retry_after: float = 30
     down: bool = False
     down_status: int | None = None
+    lose_next_response: int = 0
+    """Accept the next messages, then drop the connection instead of answering (the outcome is unknown)."""
     channel_errors: dict[str, str] = field(default_factory=dict)
 
 
@@ -65,6 +76,8 @@ class SlackReceiverState:
         self.lock = threading.Lock()
         self.behaviour = _Behaviour()
         self._messages: list[ReceivedMessage] = []
+        self.known_channels: set[str] = set()
+        """Channels that exist before anything is posted to them (``conversations.list`` shows them)."""
         self._requests: list[ReceivedRequest] = []
         self._counter = 0
 
@@ -97,6 +110,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = {}
         with state.lock:
             status, payload, headers = self._decide(state, method, body)
+            if method == "chat.postMessage" and payload.get("ok") and state.behaviour.lose_next_response > 0:
+                state.behaviour.lose_next_response -= 1
+                status = 0
             state.record_request(method, status, body)
         if status == 0:  # "down": drop the connection without an answer, like a dead load balancer
             self.close_connection = True
@@ -135,11 +151,27 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, {"ok": False, "error": "no_text"}, {}
             ts = state.next_ts()
             thread_ts = body.get("thread_ts") or None
-            state._messages.append(ReceivedMessage(channel, text, blocks, ts, thread_ts))
+            metadata = body.get("metadata")
+            if isinstance(metadata, str):
+                metadata = json.loads(metadata)
+            state._messages.append(ReceivedMessage(channel, text, blocks, ts, thread_ts, metadata or None))
             message = {"type": "message", "text": text or "", "ts": ts, "bot_id": "B00000000"}
             if blocks:
                 message["blocks"] = blocks
-            return 200, {"ok": True, "channel": channel, "ts": ts, "message": message}, {}
+            return 200, {"ok": True, "channel": channel_id(channel), "ts": ts, "message": message}, {}
+        if method == "conversations.list":
+            names = sorted({m.channel for m in state._messages} | set(state.known_channels))
+            return 200, {"ok": True, "channels": [{"id": channel_id(n), "name": n.lstrip("#")} for n in names],
+                         "response_metadata": {"next_cursor": ""}}, {}
+        if method == "conversations.history":
+            wanted, oldest = str(body.get("channel") or ""), float(body.get("oldest") or 0)
+            with_metadata = str(body.get("include_all_metadata", "")).lower() in ("1", "true")
+            found = [m for m in reversed(state._messages)
+                     if channel_id(m.channel) == wanted and float(m.ts) >= oldest]
+            return 200, {"ok": True, "messages": [
+                {"type": "message", "ts": m.ts, "text": m.text or "",
+                 **({"metadata": m.metadata} if with_metadata and m.metadata else {})} for m in found],
+                "has_more": False, "response_metadata": {"next_cursor": ""}}, {}
         return 200, {"ok": False, "error": "unknown_method"}, {}
 
     def _parse_body(self, raw: bytes) -> dict[str, Any]:
@@ -202,6 +234,11 @@ class RunningSlackReceiver:
 
     def messages_to(self, channel: str) -> list[ReceivedMessage]:
         return [message for message in self.messages if message.channel == channel]
+
+    def lose_next_response(self, n: int = 1) -> None:
+        """Accept the next ``n`` messages but drop the connection before answering (Slack posted them)."""
+        with self.state.lock:
+            self.state.behaviour.lose_next_response = n
 
     def fail_next(self, n: int, status: int = 500) -> None:
         """Answer the next ``n`` requests with ``status`` and ``{"ok": false, "error": "internal_error"}``."""

@@ -58,15 +58,29 @@ def all_block_text(blocks: list[dict[str, Any]]) -> str:
 class FakeSender:
     """Records what would be posted; optionally raises the queued errors first."""
 
-    def __init__(self, errors: list[Exception] | None = None) -> None:
+    def __init__(self, errors: list[Exception] | None = None, lose_answers: int = 0) -> None:
         self.errors = list(errors or [])
+        self.lose_answers = lose_answers
         self.sent: list[tuple[str, str, list[dict[str, Any]], str | None]] = []
+        self.keys: dict[tuple[str, str], str] = {}
+        self.lookups = 0
 
-    def send(self, channel: str, text: str, blocks: list[dict[str, Any]], thread_ts: str | None = None) -> str:
+    def send(self, channel: str, text: str, blocks: list[dict[str, Any]], thread_ts: str | None = None,
+             message_key: str | None = None) -> str:
         if self.errors:
             raise self.errors.pop(0)
         self.sent.append((channel, text, blocks, thread_ts))
-        return f"1700000000.{len(self.sent):06d}"
+        ts = f"1700000000.{len(self.sent):06d}"
+        if message_key:
+            self.keys[(channel, message_key)] = ts
+        if self.lose_answers:  # posted, but the answer never arrives
+            self.lose_answers -= 1
+            raise ConnectionResetError("connection reset by peer")
+        return ts
+
+    def find(self, channel: str, message_key: str, since: datetime) -> str | None:
+        self.lookups += 1
+        return self.keys.get((channel, message_key))
 
 
 def slack_error(status: int, error: str, headers: dict[str, str] | None = None) -> SlackApiError:
@@ -256,6 +270,24 @@ def test_delivery_outcomes_with_a_fake_sender(router: AlertRouter) -> None:
     assert router.deliver(sender, now=T0 + timedelta(seconds=90)).sent == 1
     assert router.outbox.requeue(failed[0].id, now=T0) is True
     assert router.outbox.messages(status=OutboxStatus.PENDING)[0].channel == "#gone"
+
+
+def test_a_message_whose_answer_was_lost_is_found_not_posted_again(router: AlertRouter) -> None:
+    router.raise_alert(gate_alert(), now=T0)
+    sender = FakeSender(lose_answers=1)
+    first = router.deliver(sender, now=T0)
+    assert (first.sent, first.retried) == (0, 1) and len(sender.sent) == 1  # posted; the outcome unknown
+    retry = router.deliver(sender, now=T0 + timedelta(minutes=5))
+    assert retry.sent == 1 and len(sender.sent) == 1 and sender.lookups == 1  # found in the channel, not re-posted
+    [message] = router.outbox.messages()
+    assert message.status is OutboxStatus.SENT and message.slack_ts == "1700000000.000001"
+
+
+def test_a_retry_posts_when_the_earlier_attempt_never_reached_slack(router: AlertRouter) -> None:
+    router.raise_alert(gate_alert(), now=T0)
+    sender = FakeSender(errors=[ConnectionRefusedError("refused")])
+    router.deliver(sender, now=T0)
+    assert router.deliver(sender, now=T0 + timedelta(minutes=5)).sent == 1 and len(sender.sent) == 1
 
 
 def test_error_classification_and_backoff() -> None:
