@@ -222,6 +222,8 @@ def ingest_drop(s3: Any, drop: Drop, batch_id: str, ingested_at: datetime) -> In
 
     for landing_file in drop.data_files:
         _ingest_file(s3, drop, landing_file, manifest_problem, lineage, rows, reject)
+    for landing_file, reason in drop.held_back:  # every object under the drop ends in a visible state
+        reject(f"s3://{drop.bucket}/{landing_file.key}", None, reason, "")
 
     records = pd.DataFrame(rows, columns=RAW_COLUMNS).astype({"source_line": "Int64"})
     records["ingested_at"] = pd.to_datetime(records["ingested_at"], utc=True)

@@ -58,6 +58,8 @@ class Drop:
     name: str
     data_files: list[LandingFile] = field(default_factory=list)
     manifest_file: LandingFile | None = None
+    held_back: list[tuple[LandingFile, str]] = field(default_factory=list)
+    """Objects under the drop that are not ingested, each with the reason (every object is accounted for)."""
 
     @property
     def batch_id(self) -> str:
@@ -84,6 +86,30 @@ def is_data_file(name: str) -> bool:
     return not name.startswith(("_", "."))
 
 
+IGNORED_NAME = "ignored file name (starts with '_' or '.'): not read as data"
+EMPTY_FILE = "empty file: nothing to read"
+ARRIVED_LATE = ("arrived after the drop's manifest.json: not part of this drop; send it in a new drop "
+                "(a new folder with its own manifest)")
+
+
+def _sort_out(drop: Drop) -> None:
+    """Move what is not ingested to ``held_back`` with its reason: names that mark no data, empty files, and files
+    that arrived after the manifest (the manifest marks a drop complete; later files belong to no drop yet)."""
+    manifest_time = drop.manifest_file.last_modified if drop.manifest_file else None
+    kept: list[LandingFile] = []
+    for landing_file in sorted(drop.data_files, key=lambda f: f.key):
+        name = landing_file.key.rsplit("/", 1)[-1]
+        if not is_data_file(name):
+            drop.held_back.append((landing_file, IGNORED_NAME))
+        elif landing_file.size == 0:
+            drop.held_back.append((landing_file, EMPTY_FILE))
+        elif manifest_time is not None and landing_file.last_modified > manifest_time:
+            drop.held_back.append((landing_file, ARRIVED_LATE))
+        else:
+            kept.append(landing_file)
+    drop.data_files = kept
+
+
 def list_drops(s3: Any, bucket: str, landing_prefix: str, dataset: str) -> list[Drop]:
     """All drops currently under the dataset's incoming prefix, sorted by name."""
     base = incoming_prefix(landing_prefix, dataset)
@@ -99,10 +125,10 @@ def list_drops(s3: Any, bucket: str, landing_prefix: str, dataset: str) -> list[
             landing_file = LandingFile(obj["Key"], int(obj["Size"]), obj["LastModified"].astimezone(UTC))
             if file_name == MANIFEST_NAME:
                 drop.manifest_file = landing_file
-            elif is_data_file(file_name.rsplit("/", 1)[-1]) and obj["Size"] > 0:
+            else:
                 drop.data_files.append(landing_file)
     for drop in drops.values():
-        drop.data_files.sort(key=lambda f: f.key)
+        _sort_out(drop)
     return sorted(drops.values(), key=lambda d: d.name)
 
 

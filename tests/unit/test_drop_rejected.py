@@ -9,6 +9,7 @@ from dagster_project import layout
 from dagster_project.devservices.sample_data import build_drop
 from dagster_project.layout import Stage
 from dagster_project.publishing.versions import tagged_versions
+from dagster_project.stages.landing import EMPTY_FILE
 from dagster_project.stages.rejection import DropRejected, drop_rejected_alert
 from dagster_project.tenants import TenantsConfig
 from tests.unit.harness import Harness
@@ -58,5 +59,6 @@ def test_an_empty_drop_is_rejected(pipeline: Harness, target) -> None:
     tenant, dataset = target
     plan = build_drop(tenant, dataset, "empty", 0, plant_defects=False, formats=("jsonl",))
     plan.files = {"records.jsonl": b""}
-    with pytest.raises(DropRejected, match="the drop holds no records"):
+    with pytest.raises(DropRejected) as rejected:
         pipeline.process(tenant, dataset, plan)
+    assert rejected.value.reasons == {EMPTY_FILE: 1}  # the empty file itself is accounted for

@@ -1,0 +1,59 @@
+"""Conservation starts at the landing prefix: every object under a drop is ingested or quarantined with a reason
+-- a marker file, an empty file, a file that arrived after the manifest -- never skipped without a trace."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from dagster_project.layout import incoming_prefix
+from dagster_project.stages.ingest import ingest_drop
+from dagster_project.stages.landing import ARRIVED_LATE, EMPTY_FILE, IGNORED_NAME, list_drops
+
+from .fakes import VALID_MANIFEST
+
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+BASE = incoming_prefix("northbank", "support_intents")
+
+
+class ListingS3:
+    """A landing bucket with explicit modification times (what ``list_objects_v2`` reports)."""
+
+    def __init__(self, objects: dict[str, tuple[bytes, datetime]]) -> None:
+        self.objects = objects
+
+    def get_paginator(self, name: str):
+        objects = self.objects
+
+        class Paginator:
+            def paginate(self, Bucket: str, Prefix: str):  # noqa: N803 - boto3's spelling
+                yield {"Contents": [{"Key": k, "Size": len(b), "LastModified": t}
+                                    for k, (b, t) in sorted(objects.items()) if k.startswith(Prefix)]}
+
+        return Paginator()
+
+    def get_object(self, Bucket: str, Key: str):  # noqa: N803 - boto3's spelling
+        import io
+
+        return {"Body": io.BytesIO(self.objects[Key][0])}
+
+
+def test_every_object_under_a_drop_ends_in_a_visible_state() -> None:
+    import json
+
+    drop_dir = f"{BASE}wk49/"
+    s3 = ListingS3({
+        f"{drop_dir}records.jsonl": (b'{"ticket_id": "a", "text": "x"}\n', T0),
+        f"{drop_dir}_SUCCESS": (b"", T0),
+        f"{drop_dir}.DS_Store": (b"\0\0", T0),
+        f"{drop_dir}empty.jsonl": (b"", T0),
+        f"{drop_dir}manifest.json": (json.dumps(VALID_MANIFEST).encode(), T0 + timedelta(minutes=1)),
+        f"{drop_dir}corrected.jsonl": (b'{"ticket_id": "b", "text": "y"}\n', T0 + timedelta(minutes=7)),
+    })
+    [drop] = list_drops(s3, "landing", "northbank", "support_intents")
+    assert [f.key.rsplit("/", 1)[1] for f in drop.data_files] == ["records.jsonl"]
+    result = ingest_drop(s3, drop, "wk49", T0)
+    held = dict(zip(result.quarantine["source_uri"].str.rsplit("/", n=1).str[1], result.quarantine["reason"],
+                    strict=True))
+    assert held == {".DS_Store": IGNORED_NAME, "_SUCCESS": IGNORED_NAME, "empty.jsonl": EMPTY_FILE,
+                    "corrected.jsonl": ARRIVED_LATE}
+    assert len(result.records) == 1 and result.records_in == 5  # one record + four objects, none silent
