@@ -110,23 +110,42 @@ def _sort_out(drop: Drop) -> None:
     drop.data_files = kept
 
 
+def _drop_of(directory: str, manifest_dirs: set[str]) -> str:
+    """The drop a directory (relative to ``incoming/``) belongs to.
+
+    A drop is the directory that holds ``manifest.json``, at any depth (``incoming/2026/11/01/``); files in its
+    subdirectories are part of it. A directory under no manifest is its own top-level folder's drop -- unless the
+    client nests drops under that folder, then it is the directory itself (it waits for its own manifest).
+    """
+    parts = directory.split("/")
+    for depth in range(len(parts), 0, -1):
+        if "/".join(parts[:depth]) in manifest_dirs:
+            return "/".join(parts[:depth])
+    nested = any(m.startswith(parts[0] + "/") for m in manifest_dirs)
+    return directory if nested else parts[0]
+
+
 def list_drops(s3: Any, bucket: str, landing_prefix: str, dataset: str) -> list[Drop]:
     """All drops currently under the dataset's incoming prefix, sorted by name."""
     base = incoming_prefix(landing_prefix, dataset)
-    drops: dict[str, Drop] = {}
+    objects = []
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=base):
         for obj in page.get("Contents", []):
             relative = obj["Key"][len(base):]
-            if "/" not in relative:
-                continue  # a file directly under incoming/ is not in a drop folder
-            drop_name, file_name = relative.split("/", 1)
-            drop = drops.setdefault(drop_name, Drop(bucket=bucket, prefix=f"{base}{drop_name}/", name=drop_name))
-            landing_file = LandingFile(obj["Key"], int(obj["Size"]), obj["LastModified"].astimezone(UTC))
-            if file_name == MANIFEST_NAME:
-                drop.manifest_file = landing_file
-            else:
-                drop.data_files.append(landing_file)
+            if "/" in relative:  # a file directly under incoming/ is in no drop folder
+                objects.append((relative, obj))
+    manifest_dirs = {r.rsplit("/", 1)[0] for r, _ in objects if r.rsplit("/", 1)[1] == MANIFEST_NAME}
+    drops: dict[str, Drop] = {}
+    for relative, obj in objects:
+        directory, file_name = relative.rsplit("/", 1)
+        drop_name = _drop_of(directory, manifest_dirs)
+        drop = drops.setdefault(drop_name, Drop(bucket=bucket, prefix=f"{base}{drop_name}/", name=drop_name))
+        landing_file = LandingFile(obj["Key"], int(obj["Size"]), obj["LastModified"].astimezone(UTC))
+        if file_name == MANIFEST_NAME and directory == drop_name:
+            drop.manifest_file = landing_file
+        else:
+            drop.data_files.append(landing_file)
     for drop in drops.values():
         _sort_out(drop)
     return sorted(drops.values(), key=lambda d: d.name)

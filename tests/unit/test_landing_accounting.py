@@ -57,3 +57,27 @@ def test_every_object_under_a_drop_ends_in_a_visible_state() -> None:
     assert held == {".DS_Store": IGNORED_NAME, "_SUCCESS": IGNORED_NAME, "empty.jsonl": EMPTY_FILE,
                     "corrected.jsonl": ARRIVED_LATE}
     assert len(result.records) == 1 and result.records_in == 5  # one record + four objects, none silent
+
+
+def test_a_drop_is_the_directory_that_holds_its_manifest_at_any_depth() -> None:
+    import json
+
+    manifest = json.dumps(VALID_MANIFEST).encode()
+    s3 = ListingS3({
+        f"{BASE}2026/11/01/manifest.json": (manifest, T0),
+        f"{BASE}2026/11/01/records.jsonl": (b'{"ticket_id": "a", "text": "x"}\n', T0),
+        f"{BASE}2026/11/01/part-2/more.jsonl": (b'{"ticket_id": "b", "text": "y"}\n', T0),
+        f"{BASE}2026/11/02/records.jsonl": (b'{"ticket_id": "c", "text": "z"}\n', T0),  # waits for its manifest
+        f"{BASE}wk49/records.jsonl": (b'{"ticket_id": "d", "text": "w"}\n', T0),
+        f"{BASE}wk49/sub/extra.jsonl": (b'{"ticket_id": "e", "text": "v"}\n', T0),
+    })
+    drops = {d.name: d for d in list_drops(s3, "landing", "northbank", "support_intents")}
+    assert set(drops) == {"2026/11/01", "2026/11/02", "wk49"}
+    first = drops["2026/11/01"]
+    assert first.manifest_file is not None and first.manifest_file.key.endswith("2026/11/01/manifest.json")
+    assert [f.key.rsplit("/", 2)[-2:] for f in first.data_files] == [["part-2", "more.jsonl"], ["01", "records.jsonl"]]
+    assert drops["2026/11/02"].manifest_file is None
+    assert len(drops["wk49"].data_files) == 2  # a manifest-less drop keeps its subfolders, as before
+    assert first.batch_id != drops["2026/11/02"].batch_id and "/" not in first.batch_id  # branch-safe ids
+    result = ingest_drop(s3, first, first.batch_id, T0)
+    assert len(result.records) == 2 and result.quarantine.empty  # the manifest is never read as a record
