@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -183,7 +184,9 @@ def _text_record(row: int, record: dict[str, Any]) -> _Parsed:
     """A Parquet row as a payload: binary columns holding UTF-8 text become text; other binary is quarantined
     (written as ``"b'...'"`` it would reach main as a string nobody sent)."""
     for name, value in record.items():
-        if isinstance(value, bytes):
+        if isinstance(value, float) and not math.isfinite(value):
+            record[name] = None  # JSON has no NaN: a missing value is null, never the text "nan" downstream
+        elif isinstance(value, bytes):
             try:
                 record[name] = value.decode("utf-8")
             except UnicodeDecodeError:

@@ -143,3 +143,22 @@ def test_a_client_id_is_never_changed_silently(client_id: str, example_config) -
     [reason] = result.quarantine["reason"].tolist()
     assert reason.startswith(f"field '{schema.id_field}' (the client's record id)") and "never changed" in reason
     assert isinstance(result.quarantine, pd.DataFrame)
+
+
+def test_a_parquet_nan_is_a_missing_value_not_the_text_nan(example_config) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dagster_project.records import LINEAGE_COLUMNS
+    from dagster_project.stages.clean import clean_records
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"ticket_id": ["a", "b"], "channel": ["chat", "chat"],
+                             "created_at": ["2026-11-30T10:00:00Z"] * 2,
+                             "text": pa.array([float("nan"), 1.5])}), buffer)
+    raw = ingest({"p.parquet": buffer.getvalue()}).records
+    assert json.loads(raw["payload"][0])["text"] is None  # valid JSON, null
+    schema = example_config.tenant("northbank").dataset("support_intents").record_schema
+    result = clean_records(raw[[*LINEAGE_COLUMNS, "payload"]], schema)
+    assert result.records["text"].tolist() == ["1.5"]
+    assert result.quarantine["reason"].tolist() == ["missing required field 'text'"]
