@@ -49,7 +49,9 @@ class FailureCursor:
 
     def past(self, updated: datetime, run_id: str) -> "FailureCursor":
         updated = as_utc(updated)
-        floor = max(updated - timedelta(seconds=1), self.updated_after or updated - timedelta(seconds=1))
+        floor = updated - timedelta(seconds=1)
+        if self.updated_after is not None:
+            floor = max(floor, self.updated_after)
         done = {r: t for r, t in {**self.done, run_id: updated.isoformat()}.items()
                 if datetime.fromisoformat(t) > floor}
         return FailureCursor(floor, done)

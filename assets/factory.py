@@ -73,12 +73,17 @@ def check_result(result: GateResult, blocking: bool) -> dg.AssetCheckResult:
     )
 
 
+def mark_alerted(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, why: str) -> None:
+    """The run fails because of an alert already raised: the run-failure sensor must not announce it again."""
+    context.instance.add_run_tags(context.run.run_id, {layout.ALERTED_TAG: why})
+
+
 def rejected(context: dg.AssetExecutionContext, alerts: AlertsResource, batch: Batch, exc: DropRejected) -> dg.Failure:
     """Tell on-call that the batch has nothing to publish, mark the run as alerted, and fail it (no retry: the same
     drop gives the same answer; the client must send a new one)."""
     run_id = context.run.run_id
     alerts.router().raise_alert(drop_rejected_alert(batch, exc, alerts.playbook_base_url, alerts.run_url(run_id)))
-    context.instance.add_run_tags(run_id, {layout.ALERTED_TAG: "drop_rejected"})
+    mark_alerted(context, "drop_rejected")
     return dg.Failure(description=str(exc), allow_retries=False,
                       metadata={"records_in": exc.records_in, "quarantine_reasons": dg.MetadataValue.json(exc.reasons)})
 
@@ -152,7 +157,7 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
             alerted = report_gate_result(alerts.router(), result, gate.blocking, batch, alerts.playbook_base_url,
                                          alerts.run_url(run_id), run_id)
             if alerted and gate.blocking:  # the run stops here; its failure is this alert, not a second one
-                context.instance.add_run_tags(run_id, {layout.ALERTED_TAG: f"gate_failed:{gate.name}"})
+                mark_alerted(context, f"gate_failed:{gate.name}")
             return check_result(result, gate.blocking)
 
         return check
@@ -170,7 +175,7 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
             raise rejected(context, alerts, batch, exc) from exc
         except MergeConflict as exc:
             alerts.router().raise_alert(merge_conflict_alert(batch, str(exc), alerts.playbook_base_url, run_url))
-            context.instance.add_run_tags(context.run.run_id, {layout.ALERTED_TAG: "merge_conflict"})
+            mark_alerted(context, "merge_conflict")
             raise
         if outcome.status == "awaiting_approval":
             alerts.router().raise_alert(approval_request(batch, outcome, alerts.playbook_base_url, run_url))

@@ -19,7 +19,7 @@ from enum import StrEnum
 
 import sqlalchemy as sa
 
-from dagster_project.clock import as_utc
+from dagster_project.clock import as_utc, utcnow
 from dagster_project.db import create_tables, make_engine, named_lock
 from dagster_project.quality.result import GateVerdicts, verdicts_from_json, verdicts_to_json
 from dagster_project.tenants import DatasetConfig, TenantConfig
@@ -166,7 +166,7 @@ class ApprovalStore:
             if exists is None:
                 conn.execute(sa.insert(self.candidates).values(
                     commit_id=commit_id, tenant=tenant, dataset=dataset, batch_id=batch_id, gates=stored,
-                    recorded_at=datetime.now(UTC)))
+                    recorded_at=utcnow()))
 
     def candidate(self, commit_id: str) -> Candidate | None:
         with self.engine.connect() as conn:
@@ -190,7 +190,7 @@ class ApprovalStore:
             if existing is None:
                 conn.execute(sa.insert(self.versions).values(tenant=tenant, dataset=dataset, tag=tag,
                                                              commit_id=commit_id, batch_id=batch_id,
-                                                             recorded_at=datetime.now(UTC)))
+                                                             recorded_at=utcnow()))
             elif existing != commit_id:
                 raise ValueError(f"{tenant}/{dataset} version {tag} is recorded for commit {existing[:12]}, "
                                  f"not {commit_id[:12]}: versions never move")
@@ -209,7 +209,7 @@ class ApprovalStore:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(self.pending).where(key))
             conn.execute(sa.insert(self.pending).values(tenant=tenant, dataset=dataset, batch_id=batch_id,
-                                                        commit_id=commit_id, since=datetime.now(UTC)))
+                                                        commit_id=commit_id, since=utcnow()))
 
     def clear_pending(self, tenant: str, dataset: str, batch_id: str) -> None:
         with self.engine.begin() as conn:
@@ -243,7 +243,7 @@ class ApprovalStore:
                 f"{', '.join(tenant.data_owners)} (change them in the tenants file)")
         if verdict == Verdict.REJECT and not reason.strip():
             raise ValueError("a rejection needs a reason (--reason), for the audit trail and the client team")
-        decided_at = (now or datetime.now(UTC)).astimezone(UTC)
+        decided_at = (now or utcnow()).astimezone(UTC)
         values = {"tenant": tenant.name, "dataset": dataset.name, "batch_id": batch_id, "commit_id": commit_id,
                   "verdict": verdict.value, "actor": actor.lower(), "reason": reason, "decided_at": decided_at}
         with self.engine.begin() as conn:

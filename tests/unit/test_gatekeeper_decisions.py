@@ -23,10 +23,17 @@ from dagster_project.tenants import TenantsConfig
 from tests.unit.harness import Harness
 
 N = 160
+EXTRA = "datasets/support_intents/extra.txt"
 
 
 def pre_merge(repository: str, source_ref: str, branch: str = layout.MAIN_BRANCH) -> dict[str, str]:
     return {"event_type": "pre-merge", "repository_id": repository, "branch_id": branch, "source_ref": source_ref}
+
+
+def commit_on_top(batch, path: str, body: bytes, message: str, metadata: dict[str, str] | None = None) -> str:
+    """Someone writes ``path`` on the batch branch and commits it (with ``metadata``, e.g. copied or forged)."""
+    batch.repo.put_bytes(batch.branch, path, body)
+    return batch.repo.commit(batch.branch, message, metadata or {})
 
 
 def decision(pipeline: Harness, config: TenantsConfig, repository: str, source_ref: str, **event) -> MergeDecision:
@@ -81,8 +88,7 @@ def test_a_gated_candidate_of_an_auto_dataset_may_be_merged(pipeline: Harness, e
 def test_a_commit_that_is_not_a_candidate_is_refused(pipeline: Harness, example_config: TenantsConfig,
                                                      candidate) -> None:
     batch, _ = candidate
-    batch.repo.put_bytes(batch.branch, "datasets/support_intents/extra.txt", b"after the gates")
-    batch.repo.commit(batch.branch, "a hand-made commit on top of the candidate", {})
+    commit_on_top(batch, EXTRA, b"after the gates", "a hand-made commit on top of the candidate")
     refused = decision(pipeline, example_config, "northbank", batch.branch)
     assert not refused.allowed and "is not a Trainyard publish candidate" in refused.reason
 
@@ -91,13 +97,12 @@ def test_candidate_metadata_trainyard_did_not_record_is_refused(pipeline: Harnes
                                                                 candidate) -> None:
     batch, commit = candidate
     copied = dict(batch.repo.get_commit(commit.id).metadata)
-    batch.repo.put_bytes(batch.branch, "datasets/support_intents/extra.txt", b"unchecked")
-    batch.repo.commit(batch.branch, "copies the candidate's metadata", copied)
+    commit_on_top(batch, EXTRA, b"unchecked", "copies the candidate's metadata", copied)
     refused = decision(pipeline, example_config, "northbank", batch.branch)
     assert not refused.allowed and "was not committed by Trainyard as the publish candidate" in refused.reason
 
-    batch.repo.put_bytes(batch.branch, "datasets/support_intents/extra.txt", b"unchecked again")
-    batch.repo.commit(batch.branch, "and damages it", {**copied, "trainyard.gates": json.dumps({"agreement": 1})})
+    damaged = {**copied, "trainyard.gates": json.dumps({"agreement": 1})}
+    commit_on_top(batch, EXTRA, b"unchecked again", "and damages it", damaged)
     refused = decision(pipeline, example_config, "northbank", batch.branch)
     assert not refused.allowed and "not a Trainyard publish candidate: trainyard.gates.agreement" in refused.reason
 
@@ -105,8 +110,7 @@ def test_candidate_metadata_trainyard_did_not_record_is_refused(pipeline: Harnes
 def test_a_merge_that_touches_the_action_files_is_refused(pipeline: Harness, example_config: TenantsConfig,
                                                           candidate) -> None:
     batch, _ = candidate
-    batch.repo.put_bytes(batch.branch, "_lakefs_actions/off.yaml", b"name: off\n")
-    batch.repo.commit(batch.branch, "switch the gate off", {})
+    commit_on_top(batch, "_lakefs_actions/off.yaml", b"name: off\n", "switch the gate off")
     refused = decision(pipeline, example_config, "northbank", batch.branch)
     assert not refused.allowed and "_lakefs_actions/off.yaml" in refused.reason
 
@@ -117,15 +121,14 @@ def test_a_candidate_whose_recorded_gate_failed_is_refused(pipeline: Harness, ex
     recorded = pipeline.store.candidate(commit.id)
     failing = recorded.gates | {"agreement": recorded.gates["agreement"].model_copy(update={"passed": False})}
     # A later candidate of the same batch, recorded with a failed gate (publishing itself never records one).
-    batch.repo.put_bytes(batch.branch, "datasets/support_intents/extra.txt", b"a second candidate")
-    later = batch.repo.commit(batch.branch, "second candidate", dict(batch.repo.get_commit(commit.id).metadata))
+    metadata = dict(batch.repo.get_commit(commit.id).metadata)
+    later = commit_on_top(batch, EXTRA, b"a second candidate", "second candidate", metadata)
     pipeline.store.record_candidate("northbank", "support_intents", "b1", later, failing)
     refused = decision(pipeline, example_config, "northbank", batch.branch)
     assert not refused.allowed and refused.reason.endswith(f"on commit {later[:12]}: agreement")
 
     recorded_without = {k: v for k, v in recorded.gates.items() if k != "drift"}
-    batch.repo.put_bytes(batch.branch, "datasets/support_intents/extra.txt", b"a third candidate")
-    third = batch.repo.commit(batch.branch, "third candidate", dict(batch.repo.get_commit(commit.id).metadata))
+    third = commit_on_top(batch, EXTRA, b"a third candidate", "third candidate", metadata)
     pipeline.store.record_candidate("northbank", "support_intents", "b1", third, recorded_without)
     refused = decision(pipeline, example_config, "northbank", batch.branch)
     assert not refused.allowed and refused.reason.endswith(f"on commit {third[:12]}: drift")
@@ -170,9 +173,8 @@ def test_an_owner_candidate_that_was_rejected_or_moved_on_is_refused(pipeline: H
 
     decide(batch, pipeline.store, owner, Verdict.APPROVE)
     # The publish step commits a new candidate on top (a re-run): the approval was of the earlier commit.
-    batch.repo.put_bytes(batch.branch, "datasets/complaints/extra.txt", b"re-run")
     metadata = dict(batch.repo.get_commit(first.batch_commit).metadata)
-    later = batch.repo.commit(batch.branch, "a newer candidate", metadata)
+    later = commit_on_top(batch, "datasets/complaints/extra.txt", b"re-run", "a newer candidate", metadata)
     candidate = pipeline.store.candidate(first.batch_commit)
     pipeline.store.record_candidate("northbank", "complaints", "c2", later, candidate.gates)
     refused = decision(pipeline, example_config, "northbank", batch.branch)
