@@ -89,28 +89,29 @@ def build_alert_definitions(tenants: TenantsConfig, settings: Settings) -> dg.De
                     "(those raise their own alert, with their metric, where the gate is evaluated).",
     )
     def batch_run_failure_alert_sensor(context: dg.SensorEvaluationContext, alerts: AlertsResource) -> dg.SkipReason:
-        # Not dg.run_failure_sensor: that advances its cursor past a run even when the alert could not be written
-        # (the platform database down), losing the alert for good. This cursor moves only past runs whose alert
-        # is in the outbox; if raising fails, the tick fails and the next tick starts from the same run.
-        cursor = FailureCursor.from_json(context.cursor)
-        router, alerted = alerts.router(), 0
-        records = context.instance.get_run_records(
-            filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=cursor.updated_after),
-            order_by="update_timestamp", ascending=True, limit=100)
-        for record in records:
-            run = record.dagster_run
-            if run.run_id in cursor.done:
-                continue
-            tenant, dataset = run.tags.get(layout.TENANT_TAG), run.tags.get(layout.DATASET_TAG)
-            if tenant in channels and dataset and not run.tags.get(layout.ALERTED_TAG):
-                router.raise_alert(run_failed_alert(
-                    tenant=tenant, dataset=dataset, batch_id=run.tags.get("dagster/partition"), job=run.job_name,
-                    error=failure_message(context.instance, run.run_id), channel=channels[tenant],
-                    playbook_base_url=alerts.playbook_base_url, run_url=alerts.run_url(run.run_id)))
-                alerted += 1
-            cursor = cursor.past(record.update_timestamp, run.run_id)
-            context.update_cursor(cursor.to_json())
-        return dg.SkipReason(f"{alerted} failed batch runs alerted")
+        with alerts.watch_tick(RUN_FAILURE_ALERT_SENSOR):
+            # Not dg.run_failure_sensor: that advances its cursor past a run even when the alert could not be written
+            # (the platform database down), losing the alert for good. This cursor moves only past runs whose alert
+            # is in the outbox; if raising fails, the tick fails and the next tick starts from the same run.
+            cursor = FailureCursor.from_json(context.cursor)
+            router, alerted = alerts.router(), 0
+            records = context.instance.get_run_records(
+                filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=cursor.updated_after),
+                order_by="update_timestamp", ascending=True, limit=100)
+            for record in records:
+                run = record.dagster_run
+                if run.run_id in cursor.done:
+                    continue
+                tenant, dataset = run.tags.get(layout.TENANT_TAG), run.tags.get(layout.DATASET_TAG)
+                if tenant in channels and dataset and not run.tags.get(layout.ALERTED_TAG):
+                    router.raise_alert(run_failed_alert(
+                        tenant=tenant, dataset=dataset, batch_id=run.tags.get("dagster/partition"), job=run.job_name,
+                        error=failure_message(context.instance, run.run_id), channel=channels[tenant],
+                        playbook_base_url=alerts.playbook_base_url, run_url=alerts.run_url(run.run_id)))
+                    alerted += 1
+                cursor = cursor.past(record.update_timestamp, run.run_id)
+                context.update_cursor(cursor.to_json())
+            return dg.SkipReason(f"{alerted} failed batch runs alerted")
 
     @dg.sensor(
         name=STALLED_RUN_ALERT_SENSOR,
@@ -120,29 +121,30 @@ def build_alert_definitions(tenants: TenantsConfig, settings: Settings) -> dg.De
                     "hung run worker), and resolves the alert when the run ends.",
     )
     def stalled_run_alert_sensor(context: dg.SensorEvaluationContext, alerts: AlertsResource) -> dg.SkipReason:
-        alerted: dict[str, str] = json.loads(context.cursor) if context.cursor else {}  # run id -> dedupe key
-        router, now = alerts.router(), utcnow()
-        started = context.instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
-        running: set[str] = set()
-        for record in started:
-            run = record.dagster_run
-            tenant, dataset = run.tags.get(layout.TENANT_TAG), run.tags.get(layout.DATASET_TAG)
-            if tenant not in channels or not dataset:
-                continue
-            running.add(run.run_id)
-            last = last_progress(context.instance, record)
-            if run.run_id in alerted or not is_stalled(last, now, alerts.stalled_after):
-                continue
-            alert = run_stalled_alert(
-                tenant=tenant, dataset=dataset, batch_id=run.tags.get("dagster/partition"), run_id=run.run_id,
-                job=run.job_name, last_progress=last, now=now, channel=channels[tenant],
-                playbook_base_url=alerts.playbook_base_url, run_url=alerts.run_url(run.run_id))
-            router.raise_alert(alert)  # durably in the outbox before the cursor remembers it
-            alerted[run.run_id] = alert.dedupe_key
-        for run_id in [r for r in alerted if r not in running]:  # it ended: a failure has its own alert
-            router.resolve(alerted.pop(run_id), resolved_by=f"run {run_id} is no longer running")
-        context.update_cursor(json.dumps(alerted, sort_keys=True))
-        return dg.SkipReason(f"{len(running)} batch runs in progress, {len(alerted)} stalled")
+        with alerts.watch_tick(STALLED_RUN_ALERT_SENSOR):
+            alerted: dict[str, str] = json.loads(context.cursor) if context.cursor else {}  # run id -> dedupe key
+            router, now = alerts.router(), utcnow()
+            started = context.instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+            running: set[str] = set()
+            for record in started:
+                run = record.dagster_run
+                tenant, dataset = run.tags.get(layout.TENANT_TAG), run.tags.get(layout.DATASET_TAG)
+                if tenant not in channels or not dataset:
+                    continue
+                running.add(run.run_id)
+                last = last_progress(context.instance, record)
+                if run.run_id in alerted or not is_stalled(last, now, alerts.stalled_after):
+                    continue
+                alert = run_stalled_alert(
+                    tenant=tenant, dataset=dataset, batch_id=run.tags.get("dagster/partition"), run_id=run.run_id,
+                    job=run.job_name, last_progress=last, now=now, channel=channels[tenant],
+                    playbook_base_url=alerts.playbook_base_url, run_url=alerts.run_url(run.run_id))
+                router.raise_alert(alert)  # durably in the outbox before the cursor remembers it
+                alerted[run.run_id] = alert.dedupe_key
+            for run_id in [r for r in alerted if r not in running]:  # it ended: a failure has its own alert
+                router.resolve(alerted.pop(run_id), resolved_by=f"run {run_id} is no longer running")
+            context.update_cursor(json.dumps(alerted, sort_keys=True))
+            return dg.SkipReason(f"{len(running)} batch runs in progress, {len(alerted)} stalled")
 
     @dg.sensor(
         name=ALERT_DELIVERY_SENSOR,
@@ -152,10 +154,11 @@ def build_alert_definitions(tenants: TenantsConfig, settings: Settings) -> dg.De
     )
     def alert_delivery_sensor(context: dg.SensorEvaluationContext, alerts: AlertsResource,
                               slack: SlackResource) -> dg.SkipReason:
-        report = alerts.router().deliver(slack.sender())
-        for error in report.errors:
-            context.log.warning(error)
-        return dg.SkipReason(f"sent {report.sent}, retrying {report.retried}, failed {report.failed}"
-                             + (f", next due {report.next_due.isoformat()}" if report.next_due else ""))
+        with alerts.watch_tick(ALERT_DELIVERY_SENSOR):
+            report = alerts.router().deliver(slack.sender())
+            for error in report.errors:
+                context.log.warning(error)
+            return dg.SkipReason(f"sent {report.sent}, retrying {report.retried}, failed {report.failed}"
+                                 + (f", next due {report.next_due.isoformat()}" if report.next_due else ""))
 
     return dg.Definitions(sensors=[batch_run_failure_alert_sensor, stalled_run_alert_sensor, alert_delivery_sensor])

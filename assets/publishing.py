@@ -70,34 +70,40 @@ def build_publishing_definitions(tenants: TenantsConfig, settings: Settings) -> 
                            "(it looks only at the batches waiting for a decision).")
     def approved_batch_merge_sensor(context: dg.SensorEvaluationContext, lakefs: LakeFSResource,
                                     approvals: ApprovalsResource, alerts: AlertsResource) -> dg.SkipReason:
-        store = approvals.store()
-        merged = []
-        for pending in store.pending_batches():
-            tenant_name, dataset_name, batch_id = pending.tenant, pending.dataset, pending.batch_id
-            try:
-                tenant = tenants.tenant(tenant_name)
-                dataset = tenant.dataset(dataset_name)
-            except KeyError:
-                continue  # a tenant or dataset removed from the configuration
-            batch = Batch(tenant, dataset, batch_id, lakefs.repository(tenant.lakefs_repository))
-            try:
-                outcome = merge_if_approved(batch, store)
-            except (NotAwaitingApproval, PublishRefused) as exc:
-                # Not mergeable as it stands (branch gone or moved, a gate re-check failed): off the list, with the
-                # reason in the log; a new publish candidate or a new decision puts it back.
-                store.clear_pending(tenant_name, dataset_name, batch_id)
-                context.log.warning(f"{tenant_name}/{dataset_name} {batch_id}: no longer waits for a merge: {exc}")
-                continue
-            except MergeConflict as exc:  # nothing merged; the branch stays for the data owner to resolve
-                alerts.router().raise_alert(merge_conflict_alert(batch, str(exc), alerts.playbook_base_url, None))
-                continue
-            except Exception as exc:  # one broken batch must not stop every other batch from merging
-                context.log.warning(f"{tenant_name}/{dataset_name} {batch_id}: not merged: {exc}")
-                continue
-            if outcome.status == "published":
-                merged.append(f"{tenant_name}/{dataset_name} {batch_id} -> {outcome.version_tag}")
-                context.log.info(f"merged {merged[-1]} at {outcome.main_commit}")
-        return dg.SkipReason(f"merged {len(merged)}: {', '.join(merged)}" if merged else "no newly approved batches")
+        with alerts.watch_tick(MERGE_SENSOR):
+            store = approvals.store()
+            merged, failed = [], []
+            for pending in store.pending_batches():
+                tenant_name, dataset_name, batch_id = pending.tenant, pending.dataset, pending.batch_id
+                try:
+                    tenant = tenants.tenant(tenant_name)
+                    dataset = tenant.dataset(dataset_name)
+                except KeyError:
+                    continue  # a tenant or dataset removed from the configuration
+                batch = Batch(tenant, dataset, batch_id, lakefs.repository(tenant.lakefs_repository))
+                try:
+                    outcome = merge_if_approved(batch, store)
+                except (NotAwaitingApproval, PublishRefused) as exc:
+                    # Not mergeable as it stands (branch gone or moved, a gate re-check failed): off the list, with the
+                    # reason in the log; a new publish candidate or a new decision puts it back.
+                    store.clear_pending(tenant_name, dataset_name, batch_id)
+                    context.log.warning(f"{tenant_name}/{dataset_name} {batch_id}: no longer waits for a merge: {exc}")
+                    continue
+                except MergeConflict as exc:  # nothing merged; the branch stays for the data owner to resolve
+                    alerts.router().raise_alert(merge_conflict_alert(batch, str(exc), alerts.playbook_base_url, None))
+                    continue
+                except Exception as exc:  # one broken batch must not stop every other batch from merging
+                    context.log.warning(f"{tenant_name}/{dataset_name} {batch_id}: not merged: {exc}")
+                    failed.append(f"{tenant_name}/{dataset_name} {batch_id}: {type(exc).__name__}: {exc}")
+                    continue
+                if outcome.status == "published":
+                    merged.append(f"{tenant_name}/{dataset_name} {batch_id} -> {outcome.version_tag}")
+                    context.log.info(f"merged {merged[-1]} at {outcome.main_commit}")
+            if failed:  # the tick fails (and, repeated, alerts); the batches stay pending for the next tick
+                raise RuntimeError(f"{len(failed)} approved batch(es) could not be merged "
+                                   f"(merged {len(merged)}): {'; '.join(failed[:5])}")
+            return dg.SkipReason(f"merged {len(merged)}: {', '.join(merged)}" if merged
+                                 else "no newly approved batches")
 
     @dg.op(description="Delete the lakeFS branches of batches rejected longer ago than the retention period.")
     def delete_expired_rejected_branches(context: dg.OpExecutionContext, lakefs: LakeFSResource,

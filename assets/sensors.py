@@ -2,8 +2,10 @@
 
 The landing sensor lists a dataset's incoming drops, registers each complete drop as a batch partition and
 requests one run for it. The partition registry is the source of truth for "already seen" (so a restarted
-daemon or a re-uploaded drop never starts a second batch); the cursor keeps the newest drop registered and the
-drops still waiting for their manifest, which the sensor reports on every tick.
+daemon or a re-uploaded drop never starts a second batch); the cursor keeps the newest drop registered, the
+drops still waiting for their manifest, which the sensor reports on every tick, and the objects it has already
+alerted on as not ingested (outside every drop folder, or added to a drop after its batch was registered).
+Repeated failing ticks (S3 refusing the listing) raise ``sensor_failing``.
 """
 
 # No `from __future__ import annotations` here: Dagster inspects the real annotations of asset and sensor
@@ -11,15 +13,37 @@ drops still waiting for their manifest, which the sensor reports on every tick.
 
 
 import json
+from datetime import datetime
 
 import dagster as dg
 
 from dagster_project import layout
 from dagster_project.clock import utcnow
 from dagster_project.settings import Settings
-from dagster_project.stages.landing import list_drops
+from dagster_project.stages.landing import (
+    ARRIVED_LATE,
+    Drop,
+    NotIngested,
+    arrived_after,
+    not_ingested_alert,
+    scan_incoming,
+)
 from dagster_project.tenants import DatasetConfig, TenantConfig
 from resources.object_storage import ObjectStorageResource
+from resources.slack import AlertsResource
+
+
+def _registered_at(instance: dg.DagsterInstance, job_name: str, batch_id: str) -> datetime | None:
+    """When the batch's first run was created: objects of its drop newer than that were never read by it."""
+    records = instance.get_run_records(filters=dg.RunsFilter(job_name=job_name, tags={"dagster/partition": batch_id}),
+                                       order_by="create_timestamp", ascending=True, limit=1)
+    return records[0].create_timestamp if records else None
+
+
+def _may_have_late_files(drop: Drop) -> bool:
+    """Only a drop with a file newer than its manifest, or with no manifest, can have gained files since its batch
+    (a file added after the run is newer than the manifest). Saves a run lookup per known drop and tick."""
+    return drop.manifest_file is None or any(reason == ARRIVED_LATE for _, reason in drop.held_back)
 
 
 def build_landing_sensor(tenant: TenantConfig, dataset: DatasetConfig, job_name: str,
@@ -32,19 +56,43 @@ def build_landing_sensor(tenant: TenantConfig, dataset: DatasetConfig, job_name:
         description=f"Starts one batch per complete drop under "
                     f"s3://{settings.landing_bucket}/{layout.incoming_prefix(tenant.landing_prefix, dataset.name)}",
     )
-    def landing_sensor(context: dg.SensorEvaluationContext, landing: ObjectStorageResource) -> dg.SensorResult:
+    def landing_sensor(context: dg.SensorEvaluationContext, landing: ObjectStorageResource,
+                       alerts: AlertsResource) -> dg.SensorResult:
+        with alerts.watch_tick(layout.landing_sensor_name(tenant.name, dataset.name), tenant=tenant.name,
+                               dataset=dataset.name, channel=tenant.slack_channel):
+            return _tick(context, landing, alerts)
+
+    def _tick(context: dg.SensorEvaluationContext, landing: ObjectStorageResource,
+              alerts: AlertsResource) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
-        drops = list_drops(landing.client(), landing.landing_bucket, tenant.landing_prefix, dataset.name)
+        scan = scan_incoming(landing.client(), landing.landing_bucket, tenant.landing_prefix, dataset.name)
+        drops = scan.drops
         known = set(context.instance.get_dynamic_partitions(partitions_def.name))
         now, grace = utcnow(), landing.manifest_grace
         new = [d for d in drops if d.batch_id not in known and d.is_ready(now, grace)]
         waiting = [d.name for d in drops if d.batch_id not in known and not d.is_ready(now, grace)]
         if waiting:
             context.log.info(f"{len(waiting)} drop(s) waiting for manifest.json: {', '.join(waiting[:10])}")
+        not_ingested: list[NotIngested] = list(scan.outside)
+        for drop in drops:
+            if drop.batch_id in known and _may_have_late_files(drop):
+                registered = _registered_at(context.instance, job_name, drop.batch_id)
+                if registered is not None:
+                    not_ingested.extend(arrived_after(drop, registered))
+        alerted: dict[str, str] = cursor.get("not_ingested", {})  # key -> version already alerted on
+        present = {n.file.key: n.file.version for n in not_ingested}
+        fresh = [n for n in not_ingested if alerted.get(n.file.key) != present[n.file.key]]
+        if fresh:  # durably in the outbox before the cursor remembers the objects
+            alerts.router().raise_alert(not_ingested_alert(
+                tenant.name, dataset.name, tenant.slack_channel, fresh, f"s3://{landing.landing_bucket}/"
+                f"{layout.incoming_prefix(tenant.landing_prefix, dataset.name)}", alerts.playbook_base_url))
+            for item in fresh:
+                context.log.warning(f"not ingested: s3://{landing.landing_bucket}/{item.file.key}: {item.reason}")
         if new:
             cursor["last_registered"] = max(new, key=lambda d: d.last_modified).batch_id
             cursor["last_registered_at"] = now.isoformat()
         cursor["waiting_for_manifest"] = waiting
+        cursor["not_ingested"] = dict(sorted(present.items()))  # forgets objects that were removed
         run_requests = [
             dg.RunRequest(
                 run_key=d.batch_id,
@@ -57,7 +105,8 @@ def build_landing_sensor(tenant: TenantConfig, dataset: DatasetConfig, job_name:
             run_requests=run_requests,
             dynamic_partitions_requests=[partitions_def.build_add_request([d.batch_id for d in new])] if new else [],
             cursor=json.dumps(cursor, sort_keys=True),
-            skip_reason=None if new else f"no new complete drops ({len(drops)} seen, {len(waiting)} waiting)",
+            skip_reason=None if new else f"no new complete drops ({len(drops)} seen, {len(waiting)} waiting"
+                                         f"{f', {len(not_ingested)} objects not ingested' if not_ingested else ''})",
         )
 
     return landing_sensor

@@ -63,32 +63,37 @@ def build_version_definitions(tenant: TenantConfig, dataset: DatasetConfig, publ
         tags=layout.dagster_tags(tenant.name, dataset.name),
     )
 
-    @dg.sensor(name=f"{tenant.name}__{dataset.name}__version_sensor", job=version_job,
+    version_sensor_name = f"{tenant.name}__{dataset.name}__version_sensor"
+
+    @dg.sensor(name=version_sensor_name, job=version_job,
                minimum_interval_seconds=settings.sensor_interval_seconds,
                default_status=dg.DefaultSensorStatus.RUNNING,
                description="Triggers what depends on a dataset version (the training manifest) when a new "
                            f"{dataset.name}/v<N> tag appears on main.")
     def version_sensor(context: dg.SensorEvaluationContext, lakefs: LakeFSResource, approvals: ApprovalsResource,
                        alerts: AlertsResource) -> dg.SensorResult:
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        cursor = {"seen": cursor} if isinstance(cursor, int) else cursor  # the cursor of earlier releases
-        seen, flagged = int(cursor.get("seen", 0)), set(cursor.get("foreign", []))
-        try:
-            check = trusted_versions(lakefs.repository(tenant.lakefs_repository), tenant.name, dataset.name,
-                                     approvals.store())
-        except RefNotFound:  # the repository appears with the first batch
-            return dg.SensorResult(skip_reason="no repository yet")
-        for version in check.foreign:  # alerted once per tag and commit, before the cursor remembers it
-            if f"{version.tag}@{version.commit_id}" not in flagged:
-                alerts.router().raise_alert(untrusted_version_alert(
-                    tenant, dataset.name, version, check.recorded.get(version.tag), alerts.playbook_base_url))
-                context.log.warning(f"ignoring {version.tag} on {version.commit_id[:12]}: not a Trainyard version")
-                flagged.add(f"{version.tag}@{version.commit_id}")
-        new = [v for v in check.trusted if v.number > seen]
-        return dg.SensorResult(
-            run_requests=[dg.RunRequest(run_key=v.tag, tags={layout.VERSION_TAG: v.tag}) for v in new],
-            cursor=json.dumps({"seen": max([seen, *(v.number for v in new)]), "foreign": sorted(flagged)}),
-            skip_reason=None if new else f"no version after v{seen}",
-        )
+        with alerts.watch_tick(version_sensor_name, tenant=tenant.name, dataset=dataset.name,
+                               channel=tenant.slack_channel):
+            cursor = json.loads(context.cursor) if context.cursor else {}
+            cursor = {"seen": cursor} if isinstance(cursor, int) else cursor  # the cursor of earlier releases
+            seen, flagged = int(cursor.get("seen", 0)), set(cursor.get("foreign", []))
+            try:
+                check = trusted_versions(lakefs.repository(tenant.lakefs_repository), tenant.name, dataset.name,
+                                         approvals.store())
+            except RefNotFound:  # the repository appears with the first batch
+                return dg.SensorResult(skip_reason="no repository yet")
+            for version in check.foreign:  # alerted once per tag and commit, before the cursor remembers it
+                if f"{version.tag}@{version.commit_id}" not in flagged:
+                    alerts.router().raise_alert(untrusted_version_alert(
+                        tenant, dataset.name, version, check.recorded.get(version.tag), alerts.playbook_base_url))
+                    context.log.warning(f"ignoring {version.tag} on {version.commit_id[:12]}: "
+                                        "not a Trainyard version")
+                    flagged.add(f"{version.tag}@{version.commit_id}")
+            new = [v for v in check.trusted if v.number > seen]
+            return dg.SensorResult(
+                run_requests=[dg.RunRequest(run_key=v.tag, tags={layout.VERSION_TAG: v.tag}) for v in new],
+                cursor=json.dumps({"seen": max([seen, *(v.number for v in new)]), "foreign": sorted(flagged)}),
+                skip_reason=None if new else f"no version after v{seen}",
+            )
 
     return dg.Definitions(assets=[training_manifest_asset], jobs=[version_job], sensors=[version_sensor])

@@ -51,6 +51,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             database=database,
             throttle_minutes=settings.alert_throttle_minutes,
             stalled_run_minutes=settings.stalled_run_minutes,
+            sensor_failures_before_alert=settings.sensor_failures_before_alert,
+            platform_channel=settings.platform_slack_channel,
             playbook_base_url=settings.resolved_playbook_base_url,
             dagster_url=settings.dagster_url,
         ),

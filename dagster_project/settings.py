@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     alert_throttle_minutes: float = 60.0
     stalled_run_minutes: float = 30.0
     """A STARTED batch run without a new event for this long raises ``run_stalled``."""
+    sensor_failures_before_alert: int = 3
+    """A sensor whose ticks fail this many times in a row raises ``sensor_failing``."""
+    platform_slack_channel: str = "#trainyard-platform-oncall"
+    """Where alerts about the platform itself go (the sensors that serve every tenant)."""
     playbook_base_url: str | None = None
     """Where on-call opens ``<kind>.md`` (e.g. the repository's ops_playbooks URL); the local folder if unset."""
     dagster_url: str = "http://127.0.0.1:3000"

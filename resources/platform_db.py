@@ -1,4 +1,5 @@
-"""The platform's own database as one Dagster resource: the alert outbox, incidents and approvals share it.
+"""The platform's own database as one Dagster resource: the alert outbox, incidents, sensor health and approvals
+share it.
 
 Why one resource: alerts and approvals live in the same database (PostgreSQL next to Dagster's tables in every
 deployment, SQLite for the embedded demo), so they share one URL -- a secret, since it carries the password --
@@ -12,7 +13,7 @@ from functools import lru_cache
 import dagster as dg
 import sqlalchemy as sa
 
-from dagster_project.alerts import AlertOutbox
+from dagster_project.alerts import AlertOutbox, SensorHealth
 from dagster_project.db import make_engine
 from dagster_project.publishing.approvals import ApprovalStore
 
@@ -26,6 +27,11 @@ def _engine(url: str) -> sa.Engine:
 def _outbox(url: str, schema: str | None) -> AlertOutbox:
     """One idempotent table creation per process and database, not per sensor tick."""
     return AlertOutbox(url, schema=schema, engine=_engine(url))
+
+
+@lru_cache(maxsize=8)
+def _sensor_health(url: str, schema: str | None) -> SensorHealth:
+    return SensorHealth(_engine(url), schema=schema)
 
 
 @lru_cache(maxsize=8)
@@ -44,6 +50,9 @@ class PlatformDatabaseResource(dg.ConfigurableResource):
 
     def outbox(self) -> AlertOutbox:
         return _outbox(self.url, self.db_schema)
+
+    def sensor_health(self) -> SensorHealth:
+        return _sensor_health(self.url, self.db_schema)
 
     def approvals(self) -> ApprovalStore:
         return _approvals(self.url, self.db_schema)

@@ -8,11 +8,12 @@ sensor needs a Slack token (``SlackResource``); keeping them apart keeps the tok
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import timedelta
 
 import dagster as dg
 
-from dagster_project.alerts import AlertKind, AlertRouter, SlackSender, playbook_url
+from dagster_project.alerts import AlertKind, AlertRouter, SlackSender, playbook_url, watched_tick
 from resources.platform_db import PlatformDatabaseResource
 
 
@@ -41,6 +42,10 @@ class AlertsResource(dg.ConfigurableResource):
     """Dagster UI base URL, for the run links in alerts."""
     stalled_run_minutes: float = 30
     """A STARTED batch run without a new event for this long is reported as stalled."""
+    sensor_failures_before_alert: int = 3
+    """A sensor whose ticks fail this many times in a row raises ``sensor_failing`` (resolved when one succeeds)."""
+    platform_channel: str = "#trainyard-platform-oncall"
+    """Where alerts about the platform itself go (sensors that serve every tenant)."""
 
     @property
     def stalled_after(self) -> timedelta:
@@ -49,6 +54,14 @@ class AlertsResource(dg.ConfigurableResource):
     def router(self) -> AlertRouter:
         """Raise, resolve and deliver alerts."""
         return AlertRouter(self.database.outbox(), throttle=timedelta(minutes=self.throttle_minutes))
+
+    def watch_tick(self, sensor: str, *, tenant: str = "platform", dataset: str = "all datasets",
+                   channel: str | None = None) -> AbstractContextManager[None]:
+        """Wrap a sensor tick: repeated failures raise ``sensor_failing`` to the tenant's (or the platform's)
+        channel; see :mod:`dagster_project.alerts.health`."""
+        return watched_tick(self.database.sensor_health(), self.router(), sensor,
+                            threshold=self.sensor_failures_before_alert, tenant=tenant, dataset=dataset,
+                            channel=channel or self.platform_channel, playbook_base_url=self.playbook_base_url)
 
     def playbook_url(self, kind: AlertKind | str) -> str:
         """The playbook link for an alert kind, to put into :class:`~dagster_project.alerts.Alert`."""

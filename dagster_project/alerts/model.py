@@ -46,6 +46,11 @@ class AlertKind(StrEnum):
     """A version-shaped tag Trainyard did not create (or that was moved) appeared; it is ignored."""
     APPROVAL_REQUESTED = "approval_requested"
     """A batch passed every gate and waits for its data owners' approval (publish policy ``owner``)."""
+    OBJECT_NOT_INGESTED = "object_not_ingested"
+    """Objects under ``incoming/`` that no batch will read: outside any drop folder, or added to a drop after it
+    became a batch. The client must send them in a new drop."""
+    SENSOR_FAILING = "sensor_failing"
+    """A sensor's ticks keep failing (a dependency down, a bug): what it watches is not being watched."""
 
 
 DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
@@ -57,6 +62,8 @@ DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
     AlertKind.DROP_REJECTED: Severity.ERROR,
     AlertKind.UNTRUSTED_VERSION: Severity.CRITICAL,
     AlertKind.APPROVAL_REQUESTED: Severity.INFO,
+    AlertKind.OBJECT_NOT_INGESTED: Severity.WARNING,
+    AlertKind.SENSOR_FAILING: Severity.ERROR,
 }
 """The severity an alert gets unless the raiser says otherwise; each playbook's front matter states the same."""
 

@@ -5,16 +5,24 @@ and a ``manifest.json`` saying where the data came from and on what legal basis.
 last, so its presence marks the drop complete. A drop whose manifest never arrives is not ignored: after a
 grace period it is ingested with every record quarantined (license and consent unknown), so nothing that
 landed can silently disappear.
+
+Objects that no batch will read are named too (:class:`NotIngested`): a file directly under ``incoming/`` or in
+a folder whose name cannot be a drop (``..``, empty or control characters), and a file that arrived after its
+drop was registered as a batch. The landing sensor alerts on them; inside a drop, what is not read is
+quarantined by the batch with its reason (``Drop.held_back``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
+from dagster_project.alerts.model import Alert, AlertKind, playbook_url
 from dagster_project.layout import MANIFEST_NAME, batch_id_for_drop, incoming_prefix
 from dagster_project.stages.json_limits import JsonRejected, parse_json
 
@@ -47,6 +55,11 @@ class LandingFile:
     key: str
     size: int
     last_modified: datetime
+
+    @property
+    def version(self) -> str:
+        """Which upload of the key this is, as far as a listing tells (S3 times have whole seconds)."""
+        return f"{self.last_modified.isoformat()}/{self.size}"
 
 
 @dataclass
@@ -86,7 +99,44 @@ def is_data_file(name: str) -> bool:
     return not name.startswith(("_", "."))
 
 
+@dataclass(frozen=True)
+class NotIngested:
+    """An object under ``incoming/`` that no batch reads, and why: the operator is told to send it in a new drop."""
+
+    file: LandingFile
+    reason: str
+    drop: str | None = None
+    """The drop it sits in, if any (a late arrival); ``None`` for an object outside every drop."""
+
+
+@dataclass
+class Landing:
+    """Everything under a dataset's ``incoming/`` prefix: the drops, and the objects outside any drop."""
+
+    drops: list[Drop]
+    outside: list[NotIngested]
+
+
 IGNORED_NAME = "ignored file name (starts with '_' or '.'): not read as data"
+OUTSIDE_DROP = ("not in a drop folder: each drop is a folder under incoming/ holding its files and a "
+                "manifest.json; send this file in one")
+IGNORED_FOLDER = "ignored folder name (starts with '_' or '.'): not read as a drop"
+REGISTERED_BEFORE = ("arrived after its drop was registered as batch {batch_id}: not part of that batch; send it "
+                     "in a new drop (a new folder with its own manifest)")
+
+
+def invalid_folder(directory: str) -> str | None:
+    """Why a folder path (relative to ``incoming/``) cannot name a drop, or ``None`` when it can.
+
+    Spaces and any printable Unicode are fine (the batch id is a slug of the name, with a hash); an empty
+    segment (``a//b``), ``.`` or ``..`` (which tools resolve to another folder) and control or format
+    characters (invisible in every listing) are not."""
+    for segment in directory.split("/"):
+        if segment in ("", ".", ".."):
+            return f"folder name {directory!r} has an empty, '.' or '..' segment"
+        if any(unicodedata.category(ch)[0] == "C" for ch in segment):
+            return f"folder name {directory!r} contains control or invisible characters"
+    return None
 EMPTY_FILE = "empty file: nothing to read"
 ARRIVED_LATE = ("arrived after the drop's manifest.json: not part of this drop; send it in a new drop "
                 "(a new folder with its own manifest)")
@@ -98,8 +148,8 @@ def _sort_out(drop: Drop) -> None:
     manifest_time = drop.manifest_file.last_modified if drop.manifest_file else None
     kept: list[LandingFile] = []
     for landing_file in sorted(drop.data_files, key=lambda f: f.key):
-        name = landing_file.key.rsplit("/", 1)[-1]
-        if not is_data_file(name):
+        inside = landing_file.key[len(drop.prefix):].split("/")  # hidden subfolders hold no data either
+        if not all(is_data_file(part) for part in inside):
             drop.held_back.append((landing_file, IGNORED_NAME))
         elif landing_file.size == 0:
             drop.held_back.append((landing_file, EMPTY_FILE))
@@ -125,30 +175,69 @@ def _drop_of(directory: str, manifest_dirs: set[str]) -> str:
     return directory if nested else parts[0]
 
 
-def list_drops(s3: Any, bucket: str, landing_prefix: str, dataset: str) -> list[Drop]:
-    """All drops currently under the dataset's incoming prefix, sorted by name."""
+def scan_incoming(s3: Any, bucket: str, landing_prefix: str, dataset: str) -> Landing:
+    """Every object under the dataset's incoming prefix: in a drop (sorted by name), or outside all of them."""
     base = incoming_prefix(landing_prefix, dataset)
-    objects = []
+    objects: list[tuple[str, LandingFile]] = []
+    outside: list[NotIngested] = []
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket, Prefix=base):
         for obj in page.get("Contents", []):
+            landing_file = LandingFile(obj["Key"], int(obj["Size"]), obj["LastModified"].astimezone(UTC))
             relative = obj["Key"][len(base):]
-            if "/" in relative:  # a file directly under incoming/ is in no drop folder
-                objects.append((relative, obj))
-    manifest_dirs = {r.rsplit("/", 1)[0] for r, _ in objects if r.rsplit("/", 1)[1] == MANIFEST_NAME}
+            directory = relative.rsplit("/", 1)[0] if "/" in relative else None
+            why = (OUTSIDE_DROP if directory is None else invalid_folder(directory)
+                   or (IGNORED_FOLDER if not is_data_file(directory.split("/")[0]) else None))
+            if why is None:
+                objects.append((relative, landing_file))
+            elif relative:  # the folder marker ``incoming/`` itself holds nothing
+                outside.append(NotIngested(landing_file, why))
+    manifest_dirs = {r.rsplit("/", 1)[0] for r, _ in objects if r.rsplit("/", 1)[1] == MANIFEST_NAME
+                     and all(is_data_file(part) for part in r.split("/"))}
     drops: dict[str, Drop] = {}
-    for relative, obj in objects:
+    for relative, landing_file in objects:
         directory, file_name = relative.rsplit("/", 1)
         drop_name = _drop_of(directory, manifest_dirs)
         drop = drops.setdefault(drop_name, Drop(bucket=bucket, prefix=f"{base}{drop_name}/", name=drop_name))
-        landing_file = LandingFile(obj["Key"], int(obj["Size"]), obj["LastModified"].astimezone(UTC))
         if file_name == MANIFEST_NAME and directory == drop_name:
             drop.manifest_file = landing_file
         else:
             drop.data_files.append(landing_file)
     for drop in drops.values():
         _sort_out(drop)
-    return sorted(drops.values(), key=lambda d: d.name)
+    return Landing(sorted(drops.values(), key=lambda d: d.name), sorted(outside, key=lambda n: n.file.key))
+
+
+def list_drops(s3: Any, bucket: str, landing_prefix: str, dataset: str) -> list[Drop]:
+    """All drops currently under the dataset's incoming prefix, sorted by name."""
+    return scan_incoming(s3, bucket, landing_prefix, dataset).drops
+
+
+def arrived_after(drop: Drop, registered_at: datetime) -> list[NotIngested]:
+    """The drop's objects that are newer than its batch: the batch never read them (a corrected file, a
+    forgotten part, a new manifest), and no later batch will -- the client must send them in a new drop."""
+    reason = REGISTERED_BEFORE.format(batch_id=drop.batch_id)
+    files = [*drop.data_files, *(f for f, _ in drop.held_back), *([drop.manifest_file] if drop.manifest_file else [])]
+    return sorted((NotIngested(f, reason, drop.name) for f in files if f.last_modified > registered_at),
+                  key=lambda n: n.file.key)
+
+
+def not_ingested_alert(tenant: str, dataset: str, channel: str, objects: list[NotIngested], uri_base: str,
+                       playbook_base_url: str) -> Alert:
+    """One message for the objects newly found outside every batch, each with its reason (the first 20 shown)."""
+    identity = "\n".join(f"{n.file.key}@{n.file.version}" for n in objects)
+    late = sorted({n.drop for n in objects if n.drop is not None})
+    return Alert(
+        kind=AlertKind.OBJECT_NOT_INGESTED, tenant=tenant, dataset=dataset,
+        title=f"{len(objects)} object(s) under {uri_base} will not be ingested by any batch",
+        metric="objects_not_ingested", value=len(objects),
+        details={"objects": [f"{n.file.key} ({n.file.size} bytes): {n.reason}" for n in objects[:20]],
+                 "drops_with_late_files": late,
+                 "what_to_do": "ask the client to send these files in a new drop (a new folder under incoming/ "
+                               "with its own manifest.json); nothing of them reached a batch or main"},
+        dedupe_key=(f"{AlertKind.OBJECT_NOT_INGESTED.value}:{tenant}:{dataset}:"
+                    f"{hashlib.sha256(identity.encode()).hexdigest()[:16]}"),
+        playbook_url=playbook_url(AlertKind.OBJECT_NOT_INGESTED, playbook_base_url), channel=channel)
 
 
 def find_drop(s3: Any, bucket: str, landing_prefix: str, dataset: str, batch_id: str) -> Drop:

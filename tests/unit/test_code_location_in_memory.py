@@ -189,3 +189,86 @@ def test_a_stalled_read_is_retried_and_never_quarantined_as_the_clients_fault(
         quarantine = repo.get_frame(branch, layout.stage_quarantine_path(dataset.name, "raw", request.partition_key))
         assert quarantine is None or not quarantine["reason"].str.contains("parquet").any()
         assert tagged_versions(repo, dataset.name) == []
+
+
+def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None = None):
+    with dg.build_sensor_context(instance=instance, resources=defs.resources, cursor=cursor) as context:
+        return defs.resolve_sensor_def(name)(context)
+
+
+def test_a_file_added_to_a_processed_drop_and_a_stray_file_are_alerted_once(location) -> None:
+    from dagster_project.stages.landing import OUTSIDE_DROP
+
+    settings, defs, s3, lakefs, instance = location
+    tenant = load_tenants(settings.tenants_file).tenant("northbank")
+    dataset = tenant.dataset("support_intents")
+    plan = build_drop(tenant, dataset, "wk49", 60, seed=4, plant_defects=False)
+    upload_drop(s3, BUCKET, plan)
+    upload_gold_set(s3, BUCKET, tenant, dataset)
+    request, result = sense_and_run(defs, instance, "northbank", "support_intents")
+    assert result.success
+
+    s3.put_object(Bucket=BUCKET, Key=plan.drop_prefix + "corrected.jsonl",
+                  Body=b'{"ticket_id": "late-1", "text": "a corrected record"}\n')
+    stray = layout.incoming_prefix(tenant.landing_prefix, dataset.name) + "forgot-the-folder.jsonl"
+    s3.put_object(Bucket=BUCKET, Key=stray, Body=b'{"ticket_id": "late-2", "text": "no drop"}\n')
+    sensor = layout.landing_sensor_name("northbank", "support_intents")
+    first = _tick(defs, instance, sensor)
+    assert first.run_requests == []  # the processed drop is not started again
+    [message] = AlertOutbox(settings.resolved_database_url).messages()
+    alert = message.alert
+    assert alert.kind is AlertKind.OBJECT_NOT_INGESTED and alert.value == 2
+    assert alert.details["drops_with_late_files"] == ["wk49"]
+    listed = "\n".join(alert.details["objects"])
+    assert "corrected.jsonl" in listed and request.partition_key in listed and OUTSIDE_DROP in listed
+
+    second = _tick(defs, instance, sensor, cursor=first.cursor)
+    assert second.run_requests == [] and len(AlertOutbox(settings.resolved_database_url).messages()) == 1
+    s3.put_object(Bucket=BUCKET, Key=stray, Body=b'{"ticket_id": "late-2", "text": "uploaded again, longer"}\n')
+    _tick(defs, instance, sensor, cursor=second.cursor)
+    assert len(AlertOutbox(settings.resolved_database_url).messages()) == 2  # a new upload is news again
+
+
+class FailingListing(ObjectStorageResource):
+    """The landing zone while S3 refuses to list (``_REFUSING['on']``)."""
+
+    def client(self):
+        real = super().client()
+
+        class Client:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def get_paginator(self, name):
+                if _REFUSING["on"]:
+                    raise ConnectionRefusedError("S3 refused the connection")
+                return real.get_paginator(name)
+
+        return Client()
+
+
+_REFUSING = {"on": True}
+
+
+def test_a_landing_sensor_that_keeps_failing_alerts_on_call_and_recovers(location) -> None:
+    from dagster_project.alerts import IncidentStatus, sensor_failing_key
+
+    settings, _, s3, lakefs, instance = location
+    defs = build_definitions(settings, resources={"lakefs": lakefs, "landing": FailingListing(
+        landing_bucket=BUCKET, access_key_id="unit", secret_access_key="unit-secret")})
+    tenant = load_tenants(settings.tenants_file).tenant("northbank")
+    sensor = layout.landing_sensor_name("northbank", "support_intents")
+    outbox = AlertOutbox(settings.resolved_database_url)
+    _REFUSING["on"] = True
+    for _ in range(3):
+        assert outbox.messages() == []  # below the threshold a failed tick is a blip
+        with pytest.raises(Exception, match="S3 refused"):
+            _tick(defs, instance, sensor)
+    [message] = outbox.messages()
+    assert message.alert.kind is AlertKind.SENSOR_FAILING and message.alert.channel == tenant.slack_channel
+    assert message.alert.details["sensor"] == sensor
+
+    _REFUSING["on"] = False
+    _tick(defs, instance, sensor)
+    assert outbox.incident(sensor_failing_key(sensor)).status is IncidentStatus.RESOLVED
+    assert len(outbox.messages()) == 2  # the alert and its recovery

@@ -81,3 +81,63 @@ def test_a_drop_is_the_directory_that_holds_its_manifest_at_any_depth() -> None:
     assert first.batch_id != drops["2026/11/02"].batch_id and "/" not in first.batch_id  # branch-safe ids
     result = ingest_drop(s3, first, first.batch_id, T0)
     assert len(result.records) == 2 and result.quarantine.empty  # the manifest is never read as a record
+
+
+def test_objects_outside_every_drop_are_named_with_their_reason() -> None:
+    import json
+
+    from dagster_project.stages.landing import IGNORED_FOLDER, OUTSIDE_DROP, scan_incoming
+
+    manifest = json.dumps(VALID_MANIFEST).encode()
+    record = b'{"ticket_id": "a", "text": "x"}\n'
+    s3 = ListingS3({
+        BASE: (b"", T0),  # the folder marker some S3 consoles create: holds nothing
+        f"{BASE}stray.jsonl": (record, T0),
+        f"{BASE}_tmp/manifest.json": (manifest, T0),
+        f"{BASE}_tmp/records.jsonl": (record, T0),
+        f"{BASE}../escape/records.jsonl": (record, T0),
+        f"{BASE}wk\u200b49/records.jsonl": (record, T0),  # a zero-width space: invisible in every listing
+        f"{BASE}a//b/records.jsonl": (record, T0),
+        f"{BASE}week 49 – Zürich/manifest.json": (manifest, T0),  # spaces and unicode are a fine drop name
+        f"{BASE}week 49 – Zürich/records.jsonl": (record, T0),
+        f"{BASE}week 49 – Zürich/.hidden/records.jsonl": (record, T0),
+        f"{BASE}week 49 – Zürich/.git/manifest.json": (manifest, T0),  # a manifest in a hidden folder is no drop
+    })
+    scan = scan_incoming(s3, "landing", "northbank", "support_intents")
+    [drop] = scan.drops
+    assert drop.name == "week 49 – Zürich" and drop.manifest_file is not None
+    assert [f.key.rsplit("/", 1)[1] for f in drop.data_files] == ["records.jsonl"]
+    assert sorted(f.key[len(drop.prefix):] for f, reason in drop.held_back if reason == IGNORED_NAME) == [
+        ".git/manifest.json", ".hidden/records.jsonl"]
+    reasons = {n.file.key[len(BASE):]: n.reason for n in scan.outside}
+    assert reasons["stray.jsonl"] == OUTSIDE_DROP
+    assert reasons["_tmp/manifest.json"] == reasons["_tmp/records.jsonl"] == IGNORED_FOLDER
+    assert "'..' segment" in reasons["../escape/records.jsonl"] and "empty" in reasons["a//b/records.jsonl"]
+    assert "invisible" in reasons["wk\u200b49/records.jsonl"]
+    assert len(scan.outside) == 6 and all(n.drop is None for n in scan.outside)  # the marker is not an object
+    assert len(scan.outside) + len(drop.data_files) + len(drop.held_back) + 1 == len(s3.objects) - 1
+
+
+def test_files_newer_than_the_batch_are_named_as_not_part_of_it() -> None:
+    import json
+
+    from dagster_project.stages.landing import arrived_after, not_ingested_alert, scan_incoming
+
+    drop_dir = f"{BASE}wk49/"
+    s3 = ListingS3({
+        f"{drop_dir}records.jsonl": (b'{"ticket_id": "a", "text": "x"}\n', T0),
+        f"{drop_dir}manifest.json": (json.dumps(VALID_MANIFEST).encode(), T0 + timedelta(minutes=1)),
+        f"{drop_dir}corrected.jsonl": (b'{"ticket_id": "b", "text": "y"}\n', T0 + timedelta(hours=2)),
+    })
+    [drop] = scan_incoming(s3, "landing", "northbank", "support_intents").drops
+    late = arrived_after(drop, registered_at=T0 + timedelta(minutes=5))
+    assert [(n.file.key, n.drop) for n in late] == [(f"{drop_dir}corrected.jsonl", "wk49")]
+    assert drop.batch_id in late[0].reason and "new drop" in late[0].reason
+    assert arrived_after(drop, registered_at=T0 + timedelta(hours=3)) == []
+
+    alert = not_ingested_alert("northbank", "support_intents", "#oncall", late, "s3://landing/x/",
+                               "https://example.test/playbooks")
+    assert alert.value == 1 and alert.details["drops_with_late_files"] == ["wk49"]
+    assert alert.playbook_url.endswith("object_not_ingested.md")
+    again = not_ingested_alert("northbank", "support_intents", "#oncall", late, "s3://landing/x/", "https://e.test")
+    assert again.dedupe_key == alert.dedupe_key  # the same objects are one incident
