@@ -218,8 +218,18 @@ def arrived_after(drop: Drop, registered_at: datetime) -> list[NotIngested]:
     forgotten part, a new manifest), and no later batch will -- the client must send them in a new drop."""
     reason = REGISTERED_BEFORE.format(batch_id=drop.batch_id)
     files = [*drop.data_files, *(f for f, _ in drop.held_back), *([drop.manifest_file] if drop.manifest_file else [])]
-    return sorted((NotIngested(f, reason, drop.name) for f in files if f.last_modified > registered_at),
+    return sorted((NotIngested(f, reason, drop.name) for f in files if _after(f, registered_at, drop.manifest_file)),
                   key=lambda n: n.file.key)
+
+
+def _after(landing_file: LandingFile, registered_at: datetime, manifest: LandingFile | None) -> bool:
+    """Whether an object is newer than its batch, given that S3 listings give whole seconds: in the second the
+    batch was registered, a file newer than the manifest counts as late too (the batch reads it, if at all, only
+    as 'arrived after the manifest', which says the same); one in the manifest's own second was part of the drop."""
+    if landing_file.last_modified > registered_at:
+        return True
+    same_second = landing_file.last_modified >= registered_at.replace(microsecond=0)
+    return same_second and manifest is not None and landing_file.last_modified > manifest.last_modified
 
 
 def not_ingested_alert(tenant: str, dataset: str, channel: str, objects: list[NotIngested], uri_base: str,

@@ -134,6 +134,12 @@ def test_files_newer_than_the_batch_are_named_as_not_part_of_it() -> None:
     assert [(n.file.key, n.drop) for n in late] == [(f"{drop_dir}corrected.jsonl", "wk49")]
     assert drop.batch_id in late[0].reason and "new drop" in late[0].reason
     assert arrived_after(drop, registered_at=T0 + timedelta(hours=3)) == []
+    # S3 lists whole seconds: in the second of registration, newer than the manifest is late, the manifest's own
+    # second is not (the drop was uploaded and registered at once).
+    in_that_second = T0 + timedelta(hours=2, microseconds=400_000)
+    assert [n.file.key for n in arrived_after(drop, in_that_second)] == [f"{drop_dir}corrected.jsonl"]
+    same_as_manifest = T0 + timedelta(minutes=1, microseconds=700_000)
+    assert [n.file.key for n in arrived_after(drop, same_as_manifest)] == [f"{drop_dir}corrected.jsonl"]
 
     alert = not_ingested_alert("northbank", "support_intents", "#oncall", late, "s3://landing/x/",
                                "https://example.test/playbooks")
