@@ -30,7 +30,7 @@ from dagster_project.publishing.publish import merge_conflict_alert, run_publish
 from dagster_project.quality.result import GateResult
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import Batch, StageReport
-from dagster_project.stages.ingest import SourceUnavailable
+from dagster_project.stages.landing import SourceUnavailable
 from dagster_project.stages.rejection import DropRejected, drop_rejected_alert
 from dagster_project.stages.runners import StageInputs
 from dagster_project.tenants import DatasetConfig, TenantConfig

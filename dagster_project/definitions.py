@@ -45,6 +45,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             access_key_id=settings.s3_access_key_id,
             secret_access_key=secret["s3_secret_access_key"],
             manifest_grace_minutes=settings.manifest_grace_minutes,
+            read_timeout_seconds=settings.s3_read_timeout_seconds,
         ),
         "workforce": WorkforceResource(state_dir=str(settings.home.resolve() / "vendors")),
         "alerts": AlertsResource(

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_access_key_id: str = "trainyard"
     s3_secret_access_key: SecretStr = SecretStr("trainyard-secret")
+    s3_read_timeout_seconds: float = 60.0
     landing_bucket: str = "trainyard-landing"
 
     # lakeFS (the emulator locally; a real lakeFS is a URL and key change).

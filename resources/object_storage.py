@@ -20,6 +20,8 @@ class ObjectStorageResource(dg.ConfigurableResource):
     secret_access_key: str | None = None
     manifest_grace_minutes: float = 60.0
     """A drop without ``manifest.json`` is started anyway once its newest file is this old."""
+    read_timeout_seconds: float = 60.0
+    """How long a read may wait for the next bytes before it fails (and the step is retried)."""
 
     @property
     def manifest_grace(self) -> timedelta:
@@ -32,5 +34,6 @@ class ObjectStorageResource(dg.ConfigurableResource):
             region_name=self.region,
             aws_access_key_id=self.access_key_id or None,
             aws_secret_access_key=self.secret_access_key or None,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10,
+                          read_timeout=self.read_timeout_seconds),
         )

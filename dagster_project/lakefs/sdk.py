@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import lakefs_sdk
+import urllib3
 from lakefs_sdk.exceptions import ApiException, NotFoundException
 
 from dagster_project.lakefs.port import (
@@ -30,11 +31,21 @@ from dagster_project.layout import MAIN_BRANCH
 from dagster_project.settings import Settings
 
 PAGE_SIZE = 1000
+REQUEST_TIMEOUT = (10.0, 120.0)
+"""Seconds to connect and to wait for response bytes. lakefs-sdk waits forever by default, so one stalled lakeFS
+response would hang a batch step (and its run) with no error; now it fails the step, which is then loud."""
+RETRIES = urllib3.Retry(total=None, connect=5, read=2, status=3, backoff_factor=0.5,
+                        status_forcelist=(502, 503, 504), allowed_methods=urllib3.Retry.DEFAULT_ALLOWED_METHODS,
+                        raise_on_status=False)
+"""A refused connection never reached lakeFS and is retried for every method; a lost or failed response only for
+idempotent methods (GET, PUT, DELETE), so a commit or merge whose outcome is unknown is never sent twice here --
+the step fails, and its re-execution finds what the first attempt did (stages are idempotent)."""
 
 
 def api_client(api_url: str, access_key_id: str, secret_access_key: str) -> lakefs_sdk.ApiClient:
     """The one place a lakefs-sdk client is built (``api_url`` ends in ``/api/v1``)."""
     configuration = lakefs_sdk.Configuration(host=api_url, username=access_key_id, password=secret_access_key)
+    configuration.retries = RETRIES
     return lakefs_sdk.ApiClient(configuration)
 
 
@@ -56,6 +67,7 @@ class _PortErrors:
 
         @functools.wraps(method)
         def call(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
             try:
                 return method(*args, **kwargs)
             except NotFoundException as exc:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from dagster_project.layout import Stage
 from dagster_project.records import LINEAGE_COLUMNS, QuarantineEntry, quarantine_frame, record_id_for
 from dagster_project.stages.json_limits import MAX_RECORD_BYTES, JsonRejected, parse_json
-from dagster_project.stages.landing import Drop, LandingFile, Manifest, read_manifest
+from dagster_project.stages.landing import Drop, LandingFile, Manifest, SourceUnavailable, open_object, read_manifest
 
 RAW_COLUMNS = [*LINEAGE_COLUMNS, "payload"]
 SUPPORTED_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -76,10 +76,6 @@ def _undecodable(raw: bytes, exc: UnicodeDecodeError) -> str:
 
 class FileRejected(ValueError):
     """The whole file cannot be read as its format (e.g. UTF-16 text); the message is the quarantine reason."""
-
-
-class SourceUnavailable(RuntimeError):
-    """Reading the file from the landing zone failed (network, storage): a dependency's fault, never the data's."""
 
 
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -164,13 +160,11 @@ def _parse_csv(body: Any) -> Iterator[_Parsed]:
 def _parse_parquet(body: Any) -> Iterator[_Parsed]:
     """Parquet needs random access: spool to a temporary file, then read one row group at a time.
 
-    Reading the body can fail because of the network: that is :class:`SourceUnavailable`, never a corrupt file."""
+    Reading the body can fail because of the network: the guarded body raises :class:`SourceUnavailable` then,
+    which is never taken for a corrupt file."""
     with tempfile.TemporaryFile() as spool:
-        try:
-            while chunk := body.read(_CHUNK_BYTES):
-                spool.write(chunk)
-        except Exception as exc:  # noqa: BLE001 -- whatever the transport raised, it is not the client's data
-            raise SourceUnavailable(f"reading the file failed: {type(exc).__name__}: {exc}") from exc
+        while chunk := body.read(_CHUNK_BYTES):
+            spool.write(chunk)
         spool.seek(0)
         parquet = pq.ParquetFile(spool)
         row = 0
@@ -245,7 +239,7 @@ def _ingest_file(s3, drop: Drop, landing_file: LandingFile, manifest_problem, li
     if fmt is None:
         reject(uri, None, f"unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})", "")
         return
-    body = s3.get_object(Bucket=drop.bucket, Key=landing_file.key)["Body"]
+    body = open_object(s3, drop.bucket, landing_file.key)
     accepted: list[dict[str, Any]] = []
     rejected: list[tuple[int | None, str, str]] = []
     try:
@@ -257,8 +251,8 @@ def _ingest_file(s3, drop: Drop, landing_file: LandingFile, manifest_problem, li
             else:
                 accepted.append({**lineage, "record_id": record_id_for(uri, parsed.line), "source_uri": uri,
                                  "source_line": parsed.line, "payload": parsed.payload})
-    except SourceUnavailable as exc:  # retried by the step, then fails loudly; nothing is quarantined
-        raise SourceUnavailable(f"{uri}: {exc}") from exc
+    except SourceUnavailable:  # retried by the step, then fails loudly; nothing is quarantined
+        raise
     except FileRejected as exc:
         reject(uri, None, str(exc), "")
         return

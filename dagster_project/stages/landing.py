@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from dagster_project.alerts.model import Alert, AlertKind, playbook_url
@@ -97,6 +100,56 @@ class Drop:
 def is_data_file(name: str) -> bool:
     """Markers such as ``_SUCCESS`` or ``.keep`` are not data; everything else is ingested or quarantined."""
     return not name.startswith(("_", "."))
+
+
+class SourceUnavailable(RuntimeError):
+    """Reading the landing zone failed (network, storage): a dependency's fault, never the data's. The step is
+    retried with backoff and then fails loudly; nothing of the drop is quarantined because of it."""
+
+
+_UNAVAILABLE_CODES = {"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException", "ServiceUnavailable",
+                      "InternalError"}
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, ClientError):  # an answer: only S3's own trouble is a dependency failing, 4xx are not
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return status >= 500 or exc.response.get("Error", {}).get("Code") in _UNAVAILABLE_CODES
+    return isinstance(exc, BotoCoreError | OSError)  # no answer: refused, reset, timed out, cut mid-body
+
+
+@contextmanager
+def landing_access(what: str) -> Iterator[None]:
+    """Turn a transport failure while reading the landing zone into :class:`SourceUnavailable` naming ``what``.
+
+    The one place that decides "the network, not the client": listing drops, opening an object and reading its
+    body all go through it, so no parser can mistake a timeout for a corrupt file."""
+    try:
+        yield
+    except SourceUnavailable:
+        raise
+    except Exception as exc:
+        if _is_unavailable(exc):
+            raise SourceUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
+        raise
+
+
+class _GuardedBody:
+    """An object's streaming body whose failed reads are :class:`SourceUnavailable`."""
+
+    def __init__(self, body: Any, uri: str) -> None:
+        self._body, self._uri = body, uri
+
+    def read(self, size: int = -1) -> bytes:
+        with landing_access(f"{self._uri}: reading the file failed"):
+            return self._body.read(size)
+
+
+def open_object(s3: Any, bucket: str, key: str) -> _GuardedBody:
+    """The body of a landing object, for streaming reads (see :func:`landing_access`)."""
+    uri = f"s3://{bucket}/{key}"
+    with landing_access(f"{uri}: opening the file failed"):
+        return _GuardedBody(s3.get_object(Bucket=bucket, Key=key)["Body"], uri)
 
 
 @dataclass(frozen=True)
@@ -180,18 +233,19 @@ def scan_incoming(s3: Any, bucket: str, landing_prefix: str, dataset: str) -> La
     base = incoming_prefix(landing_prefix, dataset)
     objects: list[tuple[str, LandingFile]] = []
     outside: list[NotIngested] = []
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=base):
-        for obj in page.get("Contents", []):
-            landing_file = LandingFile(obj["Key"], int(obj["Size"]), obj["LastModified"].astimezone(UTC))
-            relative = obj["Key"][len(base):]
-            directory = relative.rsplit("/", 1)[0] if "/" in relative else None
-            why = (OUTSIDE_DROP if directory is None else invalid_folder(directory)
-                   or (IGNORED_FOLDER if not is_data_file(directory.split("/")[0]) else None))
-            if why is None:
-                objects.append((relative, landing_file))
-            elif relative:  # the folder marker ``incoming/`` itself holds nothing
-                outside.append(NotIngested(landing_file, why))
+    with landing_access(f"listing s3://{bucket}/{base} failed"):
+        listing = [obj for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base)
+                   for obj in page.get("Contents", [])]
+    for obj in listing:
+        landing_file = LandingFile(obj["Key"], int(obj["Size"]), obj["LastModified"].astimezone(UTC))
+        relative = obj["Key"][len(base):]
+        directory = relative.rsplit("/", 1)[0] if "/" in relative else None
+        why = (OUTSIDE_DROP if directory is None else invalid_folder(directory)
+               or (IGNORED_FOLDER if not is_data_file(directory.split("/")[0]) else None))
+        if why is None:
+            objects.append((relative, landing_file))
+        elif relative:  # the folder marker ``incoming/`` itself holds nothing
+            outside.append(NotIngested(landing_file, why))
     manifest_dirs = {r.rsplit("/", 1)[0] for r, _ in objects if r.rsplit("/", 1)[1] == MANIFEST_NAME
                      and all(is_data_file(part) for part in r.split("/"))}
     drops: dict[str, Drop] = {}
@@ -264,7 +318,7 @@ def read_manifest(s3: Any, drop: Drop) -> tuple[Manifest | None, str | None]:
     """The drop's manifest, or ``None`` and the reason every record of the drop must be quarantined."""
     if drop.manifest_file is None:
         return None, f"drop {drop.uri} has no {MANIFEST_NAME}: license and consent basis unknown"
-    body = s3.get_object(Bucket=drop.bucket, Key=drop.manifest_file.key)["Body"].read()
+    body = open_object(s3, drop.bucket, drop.manifest_file.key).read()  # a failed read is no invalid manifest
     try:
         return Manifest.model_validate(parse_json(body.decode("utf-8-sig"))), None
     except (JsonRejected, UnicodeDecodeError) as exc:

@@ -10,8 +10,9 @@ import json
 import pandas as pd
 import pytest
 
-from dagster_project.stages.ingest import SourceUnavailable, ingest_drop
+from dagster_project.stages.ingest import ingest_drop
 from dagster_project.stages.json_limits import MAX_DEPTH, JsonRejected, parse_json
+from dagster_project.stages.landing import SourceUnavailable, scan_incoming
 
 from .fakes import INGESTED_AT, make_drop
 
@@ -94,6 +95,53 @@ def test_a_parquet_read_that_times_out_fails_the_step_and_quarantines_nothing() 
     s3.get_object = lambda Bucket, Key: {"Body": _Stalls(b"PAR1")}  # noqa: N803 - boto3's spelling
     with pytest.raises(SourceUnavailable, match=r"part\.parquet: reading the file failed: TimeoutError"):
         ingest_drop(s3, drop, "drop-1", INGESTED_AT)
+
+
+def _client_error(status: int, code: str):
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "GetObject")
+
+
+@pytest.mark.parametrize("file_name", ["part.jsonl", "part.csv", "part.parquet", "manifest.json"])
+def test_any_landing_read_cut_by_the_network_is_a_dependency_failure_never_bad_data(file_name: str) -> None:
+    body = {"part.jsonl": GOOD + b"\n" + GOOD, "part.csv": b"id,text\nok-1,fine\n",
+            "part.parquet": b"PAR1" + b"\0" * 100}.get(file_name, b"")
+    s3, drop = make_drop({"other.jsonl": GOOD} if file_name == "manifest.json" else {file_name: body})
+    real = s3.get_object
+    delivered = 0 if file_name == "manifest.json" else 6  # the manifest is read whole: it stalls at once
+    s3.get_object = lambda Bucket, Key: (  # noqa: N803 - boto3's spelling
+        {"Body": _Stalls(real(Bucket=Bucket, Key=Key)["Body"].read()[:delivered])} if Key.endswith(file_name)
+        else real(Bucket=Bucket, Key=Key))
+    with pytest.raises(SourceUnavailable, match=rf"{file_name.replace('.', '[.]')}: reading the file failed"):
+        ingest_drop(s3, drop, "drop-1", INGESTED_AT)  # the manifest too: a cut read is not an invalid manifest
+
+
+@pytest.mark.parametrize(("status", "code", "unavailable"), [
+    (503, "SlowDown", True), (500, "InternalError", True), (403, "AccessDenied", False)])
+def test_s3_answers_are_told_apart_from_s3_trouble(status: int, code: str, unavailable: bool) -> None:
+    from botocore.exceptions import ClientError
+
+    s3, drop = make_drop({"part.jsonl": GOOD})
+
+    def refuse(Bucket, Key):  # noqa: N803 - boto3's spelling
+        raise _client_error(status, code)
+
+    s3.get_object = refuse
+    with pytest.raises(SourceUnavailable if unavailable else ClientError, match=code):  # neither is quarantined
+        ingest_drop(s3, drop, "drop-1", INGESTED_AT)
+
+
+def test_a_refused_listing_is_a_dependency_failure() -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    class Refusing:
+        def get_paginator(self, name: str):
+            raise EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+
+    with pytest.raises(SourceUnavailable, match="listing s3://landing/.*EndpointConnectionError"):
+        scan_incoming(Refusing(), "landing", "northbank", "support_intents")
 
 
 def test_parse_json_accepts_ordinary_values() -> None:
