@@ -10,12 +10,15 @@ the channel's recent history. Needs the ``channels:history``/``groups:history`` 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk import WebClient
 
 METADATA_EVENT = "trainyard_alert"
+HISTORY_CLOCK_SKEW = timedelta(minutes=10)
+"""How much earlier than the outbox row a message may be stamped by Slack's clock and still be found. The
+metadata key is unique, so a wider window only costs a longer history page, never a wrong match."""
 
 
 class SlackSender:
@@ -50,8 +53,9 @@ class SlackSender:
 
     def _history(self, channel_id: str, since: datetime) -> Iterator[dict[str, Any]]:
         cursor = None
+        oldest = (since - HISTORY_CLOCK_SKEW).timestamp()  # Slack stamps by its clock, the outbox by ours
         while True:
-            page = self.client.conversations_history(channel=channel_id, oldest=f"{since.timestamp():.6f}",
+            page = self.client.conversations_history(channel=channel_id, oldest=f"{oldest:.6f}",
                                                      include_all_metadata=True, limit=200, cursor=cursor)
             yield from page.get("messages", [])
             cursor = (page.get("response_metadata") or {}).get("next_cursor")

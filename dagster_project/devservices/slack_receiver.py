@@ -82,8 +82,9 @@ class SlackReceiverState:
         self._counter = 0
 
     def next_ts(self) -> str:
-        self._counter += 1
-        return f"{int(time.time())}.{self._counter:06d}"
+        """Like Slack's: the post time in microseconds, unique and increasing within the workspace."""
+        self._counter = max(self._counter + 1, int(time.time() * 1_000_000))
+        return f"{self._counter // 1_000_000}.{self._counter % 1_000_000:06d}"
 
     def record_request(self, method: str, status: int, body: dict[str, Any]) -> None:
         self._requests.append(ReceivedRequest(method, status, body, time.time()))

@@ -1,0 +1,272 @@
+"""Faults injected into real services while a batch runs through Dagster: the lakeFS emulator and moto killed in
+the middle of a step, an S3 read stalled mid-body, PostgreSQL stopped under the platform's tables, Slack
+rate-limiting, failing and losing responses.
+
+Each test asserts the promise rather than a code path: no record lost (the batch, once its dependency is back,
+publishes exactly what the drop planted), no partial publish (while it failed, main holds nothing of the batch and
+no version names it), no lost alert (the failure is in the outbox and reaches Slack exactly once) and no stuck
+batch (the run ends, FAILURE or SUCCESS, and a new run of the same partition completes it). Where a fault lands
+inside a step depends on timing; the assertions hold wherever it lands, so the tests do not depend on it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+import boto3
+import dagster as dg
+import pytest
+
+import assets.factory as factory
+from assets.alert_sensors import ALERT_DELIVERY_SENSOR, RUN_FAILURE_ALERT_SENSOR
+from dagster_project import layout
+from dagster_project.alerts import AlertKind, AlertOutbox, AlertRouter, OutboxStatus, SlackSender
+from dagster_project.clock import utcnow
+from dagster_project.definitions import build_definitions
+from dagster_project.devservices.sample_data import DropPlan, build_drop, ensure_bucket, upload_drop, upload_gold_set
+from dagster_project.lakefs import LakeFSRepository, settings_client
+from dagster_project.layout import Stage
+from dagster_project.publishing.versions import tagged_versions
+from dagster_project.settings import Settings
+from dagster_project.tenants import load_tenants
+
+from .conftest import WAIT_SECONDS, PrivatePostgres, Service, StallingProxy
+
+TENANT, DATASET, BATCH = "northbank", "support_intents", "faulty-week"
+
+
+def _s3(url: str):
+    return boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
+                        aws_secret_access_key="test-secret")
+
+
+def land(settings: Settings, s3_url: str, records: int = 150, seed: int = 11) -> DropPlan:
+    """The client's drop and the dataset's gold set in the landing bucket."""
+    tenant = load_tenants(settings.tenants_file).tenant(TENANT)
+    dataset = tenant.dataset(DATASET)
+    s3 = _s3(s3_url)
+    ensure_bucket(s3, settings.landing_bucket)
+    plan = build_drop(tenant, dataset, BATCH, records, seed=seed)
+    upload_drop(s3, settings.landing_bucket, plan)
+    upload_gold_set(s3, settings.landing_bucket, tenant, dataset)
+    return plan
+
+
+def expected_published(plan: DropPlan) -> int:
+    return plan.records - plan.unparsable - plan.invalid - plan.duplicates
+
+
+def step_key(stage: Stage | str) -> str:
+    return f"{TENANT}__{DATASET}__{stage}"
+
+
+def run_batch(defs: dg.Definitions, instance: dg.DagsterInstance,
+              on_step_start: dict[str, Callable[[], None]] | None = None) -> dg.DagsterRun:
+    """Run the batch job for BATCH in a thread; ``on_step_start[step]()`` is called (here, in the test's thread)
+    as soon as that step has started. Returns the finished run -- never waits for ever."""
+    if BATCH not in instance.get_dynamic_partitions(layout.partitions_name(TENANT, DATASET)):
+        instance.add_dynamic_partitions(layout.partitions_name(TENANT, DATASET), [BATCH])
+    job = defs.resolve_job_def(layout.job_name(TENANT, DATASET))
+    known = {r.run_id for r in instance.get_runs()}
+    errors: list[BaseException] = []
+
+    def execute() -> None:
+        try:
+            job.execute_in_process(instance=instance, partition_key=BATCH, raise_on_error=False)
+        except BaseException as exc:  # noqa: BLE001 -- reported to the test below
+            errors.append(exc)
+
+    worker = threading.Thread(target=execute, name="batch-run")
+    worker.start()
+    pending = dict(on_step_start or {})
+    deadline = time.monotonic() + 10 * WAIT_SECONDS
+    while worker.is_alive() and time.monotonic() < deadline:
+        if pending:
+            runs = [r for r in instance.get_runs() if r.run_id not in known]
+            started = {e.step_key for r in runs
+                       for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_START)}
+            for step in [s for s in pending if s in started]:
+                pending.pop(step)()
+        worker.join(0.02)
+    assert not worker.is_alive(), "the run did not end: a stuck batch"
+    assert not errors, errors
+    [run] = [r for r in instance.get_runs() if r.run_id not in known]
+    assert run.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE), run.status
+    return run
+
+
+def repository(settings: Settings) -> LakeFSRepository:
+    return LakeFSRepository(settings_client(settings), load_tenants(settings.tenants_file).tenant(TENANT)
+                            .lakefs_repository)
+
+
+def assert_nothing_published(settings: Settings) -> None:
+    """No partial publish: main holds no file of the batch and no version names it."""
+    repo = repository(settings)
+    if not repo.branch_exists("main"):  # the repository was never created: nothing can be on it
+        return
+    assert [p for p in repo.list_paths("main", f"{DATASET}/") if f"/{BATCH}/" in p or p.endswith(f"/{BATCH}")] == []
+    assert tagged_versions(repo, DATASET) == []
+
+
+def assert_published_in_full(settings: Settings, plan: DropPlan) -> None:
+    """No record lost: the version holds every record the drop planted as good, and conservation is exact."""
+    repo = repository(settings)
+    [version] = tagged_versions(repo, DATASET)
+    assert version.batch_id == BATCH and version.published_records == expected_published(plan)
+    published = repo.require_frame("main", layout.stage_data_path(DATASET, Stage.PUBLISHED, BATCH))
+    assert len(published) == expected_published(plan)
+    raw = repo.require_frame("main", layout.stage_quarantine_path(DATASET, Stage.RAW, BATCH))
+    assert len(raw) == plan.unparsable  # nothing of the fault was quarantined as the client's
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None = None) -> str | None:
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources) as context:
+        defs.resolve_sensor_def(name)(context)
+        return context.cursor
+
+
+def deliver_all(settings: Settings, defs: dg.Definitions, instance: dg.DagsterInstance) -> AlertOutbox:
+    tick(defs, instance, ALERT_DELIVERY_SENSOR)
+    return AlertOutbox(settings.resolved_database_url)
+
+
+def test_lakefs_killed_mid_step_fails_loudly_and_the_next_run_publishes_everything(
+        fault_env, emulator: Service, moto: Service, slack, instance: dg.DagsterInstance) -> None:
+    fault_env()
+    settings = Settings()
+    plan = land(settings, moto.url)
+    defs = build_definitions(settings)
+
+    failed = run_batch(defs, instance, {step_key(Stage.DEDUP): emulator.kill})
+    assert not emulator.alive and failed.status is dg.DagsterRunStatus.FAILURE
+    emulator.start()  # same port, same data directory: what was committed before the crash is still there
+    assert_nothing_published(settings)
+
+    tick(defs, instance, RUN_FAILURE_ALERT_SENSOR)
+    outbox = deliver_all(settings, defs, instance)
+    [message] = outbox.messages()
+    assert message.alert.kind is AlertKind.RUN_FAILED and message.alert.batch_id == BATCH
+    assert message.status is OutboxStatus.SENT and len(slack.messages) == 1
+
+    again = run_batch(defs, instance)
+    assert again.status is dg.DagsterRunStatus.SUCCESS
+    assert_published_in_full(settings, plan)
+
+
+def test_s3_killed_mid_ingestion_is_retried_then_fails_and_blames_no_file(
+        fault_env, emulator: Service, moto: Service, slack, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(factory, "SOURCE_RETRY_SECONDS", 0)
+    fault_env()
+    settings = Settings()
+    plan = land(settings, moto.url)
+    defs = build_definitions(settings)
+
+    failed = run_batch(defs, instance, {step_key(Stage.RAW): moto.kill})
+    assert failed.status is dg.DagsterRunStatus.FAILURE
+    assert_nothing_published(settings)
+    repo = repository(settings)
+    if repo.branch_exists(layout.batch_branch(DATASET, BATCH)):
+        quarantine = repo.get_frame(layout.batch_branch(DATASET, BATCH),
+                                    layout.stage_quarantine_path(DATASET, Stage.RAW, BATCH))
+        assert quarantine is None or len(quarantine) == plan.unparsable  # S3 being down is no bad record
+
+    tick(defs, instance, RUN_FAILURE_ALERT_SENSOR)
+    [message] = deliver_all(settings, defs, instance).messages()
+    assert message.alert.kind is AlertKind.RUN_FAILED and len(slack.messages) == 1
+
+    # moto keeps nothing across a restart (S3 itself would): the client's objects are put back byte for byte.
+    moto.start()
+    land(settings, moto.url)
+    again = run_batch(defs, instance)
+    assert again.status is dg.DagsterRunStatus.SUCCESS
+    assert_published_in_full(settings, plan)
+
+
+@pytest.mark.parametrize(("stalls", "succeeds"), [(1, True), (20, False)])
+def test_a_read_stalled_mid_body_is_retried_and_never_quarantined(
+        fault_env, emulator: Service, moto: Service, slack, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch, stalls: int, succeeds: bool) -> None:
+    monkeypatch.setattr(factory, "SOURCE_RETRY_SECONDS", 0)
+    proxy = StallingProxy(moto.url)
+    try:
+        fault_env(s3_url=proxy.url, TRAINYARD_S3_READ_TIMEOUT_SECONDS="1")
+        settings = Settings()
+        plan = land(settings, moto.url)  # the client uploads straight to S3; the platform reads through the proxy
+        assert any(name.endswith(".parquet") for name in plan.files)
+        proxy.stall(".parquet", stalls)
+        run = run_batch(build_definitions(settings), instance)
+    finally:
+        proxy.close()
+    assert proxy.stalled >= 1
+    if succeeds:
+        assert run.status is dg.DagsterRunStatus.SUCCESS
+        assert_published_in_full(settings, plan)
+    else:
+        assert run.status is dg.DagsterRunStatus.FAILURE
+        assert_nothing_published(settings)
+        failures = [e for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)]
+        assert [e.step_key for e in failures] == [step_key(Stage.RAW)]
+        error = failures[0].dagster_event.step_failure_data.error.to_string()
+        assert "SourceUnavailable" in error and ".parquet: reading the file failed" in error
+
+
+def test_postgres_down_loses_no_alert_and_publishes_nothing(
+        fault_env, emulator: Service, moto: Service, slack, instance: dg.DagsterInstance,
+        private_postgres: PrivatePostgres) -> None:
+    fault_env(database_url=private_postgres.url)
+    settings = Settings()
+    plan = land(settings, moto.url)
+    defs = build_definitions(settings)
+    AlertOutbox(settings.resolved_database_url).create()  # the platform's tables exist before the outage
+
+    private_postgres.stop()
+    failed = run_batch(defs, instance)
+    assert failed.status is dg.DagsterRunStatus.FAILURE  # publishing needs its lock and records: it stops
+    assert_nothing_published(settings)
+    with pytest.raises(Exception, match="(?i)connect|refused|server"):
+        tick(defs, instance, RUN_FAILURE_ALERT_SENSOR)  # cannot write the alert: the tick fails, the cursor stays
+
+    private_postgres.start()
+    tick(defs, instance, RUN_FAILURE_ALERT_SENSOR)
+    outbox = deliver_all(settings, defs, instance)
+    run_failed = [m for m in outbox.messages() if m.alert.kind is AlertKind.RUN_FAILED]
+    assert [m.alert.batch_id for m in run_failed] == [BATCH] and run_failed[0].status is OutboxStatus.SENT
+    assert len([m for m in slack.messages if m.text and BATCH in m.text]) == 1
+
+    again = run_batch(defs, instance)
+    assert again.status is dg.DagsterRunStatus.SUCCESS
+    assert_published_in_full(settings, plan)
+
+
+def test_slack_rate_limits_errors_and_lost_responses_deliver_every_alert_exactly_once(
+        fault_env, emulator: Service, moto: Service, slack, private_postgres: PrivatePostgres) -> None:
+    from dagster_project.alerts import Alert
+
+    fault_env(database_url=private_postgres.url)
+    settings = Settings()
+    router = AlertRouter(AlertOutbox(settings.resolved_database_url))
+    alerts = [Alert(kind=AlertKind.RUN_FAILED, tenant=TENANT, dataset=DATASET, batch_id=f"batch-{i}",
+                    title=f"batch-{i} failed", dedupe_key=f"run_failed:faults:{i}", channel="#faults",
+                    playbook_url="https://example.test/ops_playbooks/run_failed.md")
+              for i in range(6)]
+    for alert in alerts:
+        router.raise_alert(alert)
+    slack.rate_limit_next(1, retry_after=2)
+    slack.fail_next(2, status=500)
+    slack.lose_next_response(2)
+    sender = SlackSender(token="xoxb-faults", base_url=slack.base_url, timeout=5)
+    now = utcnow()
+    for _ in range(60):  # a virtual clock: each round is past any back-off the last one asked for
+        router.deliver(sender, now=now)
+        if not router.outbox.messages(status=OutboxStatus.PENDING):
+            break
+        now += timedelta(minutes=10)
+    assert router.outbox.messages(status=OutboxStatus.PENDING) == []
+    posted = sorted(m.text for m in slack.messages)
+    assert len(posted) == len(alerts) and len(set(posted)) == len(alerts)  # every alert, none twice
+    assert all(m.status is OutboxStatus.SENT for m in router.outbox.messages())
