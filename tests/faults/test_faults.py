@@ -270,3 +270,58 @@ def test_slack_rate_limits_errors_and_lost_responses_deliver_every_alert_exactly
     posted = sorted(m.text for m in slack.messages)
     assert len(posted) == len(alerts) and len(set(posted)) == len(alerts)  # every alert, none twice
     assert all(m.status is OutboxStatus.SENT for m in router.outbox.messages())
+
+
+_KILLABLE_RUN = """
+import sys
+import dagster as dg
+from dagster_project import layout
+from dagster_project.definitions import build_definitions
+from dagster_project.settings import Settings
+job = build_definitions(Settings()).resolve_job_def(layout.job_name(sys.argv[1], sys.argv[2]))
+with dg.DagsterInstance.get() as instance:
+    job.execute_in_process(instance=instance, partition_key=sys.argv[3], raise_on_error=False)
+"""
+
+
+def test_a_run_whose_process_is_killed_mid_run_is_alerted_and_the_batch_completes(
+        fault_env, emulator: Service, moto: Service, slack, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from assets.alert_sensors import STALLED_RUN_ALERT_SENSOR
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    fault_env(TRAINYARD_STALLED_RUN_MINUTES="0.02")  # a run with no new event for ~1 s counts as stalled here
+    settings = Settings()
+    plan = land(settings, moto.url)
+    defs = build_definitions(settings)
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions(layout.partitions_name(TENANT, DATASET), [BATCH])
+        worker = subprocess.Popen([sys.executable, "-c", _KILLABLE_RUN, TENANT, DATASET, BATCH])
+        deadline = time.monotonic() + 10 * WAIT_SECONDS
+        started: set[str] = set()
+        while step_key(Stage.CLEAN) not in started and worker.poll() is None and time.monotonic() < deadline:
+            started = {e.step_key for r in instance.get_runs()
+                       for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_START)}
+            time.sleep(0.02)
+        worker.kill()  # the run worker dies in clean: no event of that run will ever follow
+        worker.wait(timeout=WAIT_SECONDS)
+        [killed] = instance.get_runs()
+        assert killed.status is dg.DagsterRunStatus.STARTED  # what Dagster shows until run monitoring acts
+        assert_nothing_published(settings)
+
+        cursor = None
+        outbox = AlertOutbox(settings.resolved_database_url)
+        while not outbox.messages() and time.monotonic() < deadline:  # stalled once a second has passed
+            cursor = tick(defs, instance, STALLED_RUN_ALERT_SENSOR, cursor)
+        [message] = outbox.messages()
+        assert message.alert.kind is AlertKind.RUN_STALLED and message.alert.batch_id == BATCH
+        tick(defs, instance, STALLED_RUN_ALERT_SENSOR, cursor)
+        assert len(outbox.messages()) == 1  # once per run
+
+        again = run_batch(defs, instance)  # the batch is not stuck behind the dead run
+        assert again.status is dg.DagsterRunStatus.SUCCESS
+    assert_published_in_full(settings, plan)
