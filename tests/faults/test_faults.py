@@ -90,7 +90,7 @@ def run_batch(defs: dg.Definitions, instance: dg.DagsterInstance,
                        for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_START)}
             for step in [s for s in pending if s in started]:
                 pending.pop(step)()
-        worker.join(0.02)
+        worker.join(0.1)  # polling the event log more often only takes CPU from the run being watched
     assert not worker.is_alive(), "the run did not end: a stuck batch"
     assert not errors, errors
     [run] = [r for r in instance.get_runs() if r.run_id not in known]
@@ -306,7 +306,7 @@ def test_a_run_whose_process_is_killed_mid_run_is_alerted_and_the_batch_complete
         while step_key(Stage.CLEAN) not in started and worker.poll() is None and time.monotonic() < deadline:
             started = {e.step_key for r in instance.get_runs()
                        for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_START)}
-            time.sleep(0.02)
+            time.sleep(0.1)
         worker.kill()  # the run worker dies in clean: no event of that run will ever follow
         worker.wait(timeout=WAIT_SECONDS)
         [killed] = instance.get_runs()
@@ -325,3 +325,26 @@ def test_a_run_whose_process_is_killed_mid_run_is_alerted_and_the_batch_complete
         again = run_batch(defs, instance)  # the batch is not stuck behind the dead run
         assert again.status is dg.DagsterRunStatus.SUCCESS
     assert_published_in_full(settings, plan)
+
+
+def test_a_stalled_lakefs_read_times_out_and_is_retried_instead_of_hanging_the_step(
+        fault_env, emulator: Service, moto: Service, slack, instance: dg.DagsterInstance,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import dagster_project.lakefs.sdk as sdk
+
+    monkeypatch.setattr(sdk, "REQUEST_TIMEOUT", (5.0, 1.0))  # 120 s in production
+    proxy = StallingProxy(emulator.url)
+    try:
+        fault_env(TRAINYARD_LAKEFS_URL=proxy.url)
+        settings = Settings()
+        plan = land(settings, moto.url)
+        proxy.stall("/objects", 2)  # two object reads stop mid-body: each one times out and is asked again
+        started = time.monotonic()
+        run = run_batch(build_definitions(settings), instance)
+        # The proxy holds a stalled response for WAIT_SECONDS: a client without a read timeout waits that long for
+        # each of the two (it used to wait for ever); with it, the whole run takes a fraction of one.
+        assert time.monotonic() - started < WAIT_SECONDS
+        assert proxy.stalled == 2 and run.status is dg.DagsterRunStatus.SUCCESS
+        assert_published_in_full(settings, plan)
+    finally:
+        proxy.close()

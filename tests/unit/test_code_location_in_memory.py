@@ -7,6 +7,7 @@ definitions (:func:`~dagster_project.definitions.build_definitions` takes the re
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from pathlib import Path
@@ -142,24 +143,31 @@ class _StallingBody:
         raise TimeoutError("Read timed out")
 
 
+class _Patched:
+    """A boto3 client with some of its methods replaced (each replacement gets the real client first)."""
+
+    def __init__(self, real, **replaced) -> None:
+        self._real, self._replaced = real, replaced
+
+    def __getattr__(self, name):
+        if name in self._replaced:
+            return functools.partial(self._replaced[name], self._real)
+        return getattr(self._real, name)
+
+
+def _stalling_get_object(real, Bucket, Key):  # noqa: N803 - boto3's spelling
+    answer = real.get_object(Bucket=Bucket, Key=Key)
+    if Key.endswith(".parquet") and _STALLS["left"] > 0:
+        _STALLS["left"] -= 1
+        return {**answer, "Body": _StallingBody(answer["Body"])}
+    return answer
+
+
 class StallingLanding(ObjectStorageResource):
     """The landing zone, with the next ``_STALLS['left']`` reads of a Parquet file timing out mid-file."""
 
     def client(self):
-        real = super().client()
-
-        class Client:
-            def __getattr__(self, name):
-                return getattr(real, name)
-
-            def get_object(self, Bucket, Key):  # noqa: N803 - boto3's spelling
-                answer = real.get_object(Bucket=Bucket, Key=Key)
-                if Key.endswith(".parquet") and _STALLS["left"] > 0:
-                    _STALLS["left"] -= 1
-                    return {**answer, "Body": _StallingBody(answer["Body"])}
-                return answer
-
-        return Client()
+        return _Patched(super().client(), get_object=_stalling_get_object)
 
 
 @pytest.mark.parametrize(("stalls", "succeeds"), [(1, True), (10, False)])
@@ -236,22 +244,17 @@ def test_a_file_added_to_a_processed_drop_and_a_stray_file_are_alerted_once(loca
     assert len(AlertOutbox(settings.resolved_database_url).messages()) == 2  # a new upload is news again
 
 
+def _refusing_paginator(real, name):
+    if _REFUSING["on"]:
+        raise ConnectionRefusedError("S3 refused the connection")
+    return real.get_paginator(name)
+
+
 class FailingListing(ObjectStorageResource):
     """The landing zone while S3 refuses to list (``_REFUSING['on']``)."""
 
     def client(self):
-        real = super().client()
-
-        class Client:
-            def __getattr__(self, name):
-                return getattr(real, name)
-
-            def get_paginator(self, name):
-                if _REFUSING["on"]:
-                    raise ConnectionRefusedError("S3 refused the connection")
-                return real.get_paginator(name)
-
-        return Client()
+        return _Patched(super().client(), get_paginator=_refusing_paginator)
 
 
 _REFUSING = {"on": True}
