@@ -4,7 +4,8 @@ The landing sensor lists a dataset's incoming drops, registers each complete dro
 requests one run for it. The partition registry is the source of truth for "already seen" (so a restarted
 daemon or a re-uploaded drop never starts a second batch); the cursor keeps the newest drop registered, the
 drops still waiting for their manifest, which the sensor reports on every tick, and the objects it has already
-alerted on as not ingested (outside every drop folder, or added to a drop after its batch was registered).
+alerted on as not ingested (outside every drop folder, newer than their drop's manifest, or added to a drop after
+its batch was registered).
 Repeated failing ticks (S3 refusing the listing) raise ``sensor_failing``.
 """
 
@@ -25,6 +26,7 @@ from dagster_project.stages.landing import (
     Drop,
     NotIngested,
     arrived_after,
+    late_for_manifest,
     not_ingested_alert,
     scan_incoming,
 )
@@ -74,11 +76,16 @@ def build_landing_sensor(tenant: TenantConfig, dataset: DatasetConfig, job_name:
         if waiting:
             context.log.info(f"{len(waiting)} drop(s) waiting for manifest.json: {', '.join(waiting[:10])}")
         not_ingested: list[NotIngested] = list(scan.outside)
+        starting = {d.batch_id for d in new}
         for drop in drops:
+            if drop.batch_id not in known and drop.batch_id not in starting:
+                continue  # still waiting for its manifest: nothing is late yet
+            late = {n.file.key: n for n in late_for_manifest(drop)}  # its batch quarantines them as late
             if drop.batch_id in known and _may_have_late_files(drop):
                 registered = _registered_at(context.instance, job_name, drop.batch_id)
-                if registered is not None:
-                    not_ingested.extend(arrived_after(drop, registered))
+                if registered is not None:  # and these its batch never saw
+                    late.update((n.file.key, n) for n in arrived_after(drop, registered))
+            not_ingested.extend(late.values())
         alerted: dict[str, str] = cursor.get("not_ingested", {})  # key -> version already alerted on
         present = {n.file.key: n.file.version for n in not_ingested}
         fresh = [n for n in not_ingested if alerted.get(n.file.key) != present[n.file.key]]

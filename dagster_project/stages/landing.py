@@ -7,9 +7,9 @@ grace period it is ingested with every record quarantined (license and consent u
 landed can silently disappear.
 
 Objects that no batch will read are named too (:class:`NotIngested`): a file directly under ``incoming/`` or in
-a folder whose name cannot be a drop (``..``, empty or control characters), and a file that arrived after its
-drop was registered as a batch. The landing sensor alerts on them; inside a drop, what is not read is
-quarantined by the batch with its reason (``Drop.held_back``).
+a folder whose name cannot be a drop (``..``, empty or control characters), a file newer than its drop's
+manifest and a file that arrived after its drop was registered as a batch. The landing sensor alerts on them;
+inside a drop, what is not read is quarantined by the batch with its reason (``Drop.held_back``).
 """
 
 from __future__ import annotations
@@ -284,6 +284,11 @@ def _after(landing_file: LandingFile, registered_at: datetime, manifest: Landing
         return True
     same_second = landing_file.last_modified >= registered_at.replace(microsecond=0)
     return same_second and manifest is not None and landing_file.last_modified > manifest.last_modified
+
+
+def late_for_manifest(drop: Drop) -> list[NotIngested]:
+    """The drop's files newer than its manifest: its batch quarantines them, and the client must resend them."""
+    return [NotIngested(f, reason, drop.name) for f, reason in drop.held_back if reason == ARRIVED_LATE]
 
 
 def not_ingested_alert(tenant: str, dataset: str, channel: str, objects: list[NotIngested], uri_base: str,

@@ -282,3 +282,28 @@ def test_a_landing_sensor_that_keeps_failing_alerts_on_call_and_recovers(locatio
     _tick(defs, instance, sensor)
     assert outbox.incident(sensor_failing_key(sensor)).status is IncidentStatus.RESOLVED
     assert len(outbox.messages()) == 2  # the alert and its recovery
+
+
+def test_a_file_newer_than_its_manifest_is_quarantined_by_the_batch_and_alerted(location) -> None:
+    from dagster_project.stages.landing import ARRIVED_LATE
+
+    settings, defs, s3, lakefs, instance = location
+    tenant = load_tenants(settings.tenants_file).tenant("northbank")
+    dataset = tenant.dataset("support_intents")
+    plan = build_drop(tenant, dataset, "wk51", 60, seed=5, plant_defects=False)
+    upload_drop(s3, BUCKET, plan)
+    upload_gold_set(s3, BUCKET, tenant, dataset)
+    manifest_second = s3.head_object(Bucket=BUCKET, Key=plan.drop_prefix + "manifest.json")["LastModified"]
+    while utcnow().replace(microsecond=0) <= manifest_second:  # S3 times have whole seconds
+        time.sleep(0.05)
+    late = b'{"ticket_id": "late-3", "text": "sent after the manifest"}\n'
+    s3.put_object(Bucket=BUCKET, Key=plan.drop_prefix + "part-2.jsonl", Body=late)
+
+    request, result = sense_and_run(defs, instance, "northbank", "support_intents")
+    assert result.success
+    [message] = AlertOutbox(settings.resolved_database_url).messages()
+    assert message.alert.kind is AlertKind.OBJECT_NOT_INGESTED and message.alert.value == 1
+    assert message.alert.details["objects"] == [f"{plan.drop_prefix}part-2.jsonl ({len(late)} bytes): {ARRIVED_LATE}"]
+    quarantine = lakefs.repository(tenant.lakefs_repository).require_frame(
+        "main", layout.stage_quarantine_path(dataset.name, "raw", request.partition_key))
+    assert quarantine["reason"].tolist() == [ARRIVED_LATE]  # and the batch holds it, with the same reason
