@@ -22,8 +22,8 @@ from dagster_project import layout
 from dagster_project.clock import utcnow
 from dagster_project.settings import Settings
 from dagster_project.stages.landing import (
-    ARRIVED_LATE,
     Drop,
+    Landing,
     NotIngested,
     arrived_after,
     late_for_manifest,
@@ -42,10 +42,28 @@ def _registered_at(instance: dg.DagsterInstance, job_name: str, batch_id: str) -
     return records[0].create_timestamp if records else None
 
 
-def _may_have_late_files(drop: Drop) -> bool:
-    """Only a drop with a file newer than its manifest, or with no manifest, can have gained files since its batch
-    (a file added after the run is newer than the manifest). Saves a run lookup per known drop and tick."""
-    return drop.manifest_file is None or any(reason == ARRIVED_LATE for _, reason in drop.held_back)
+def _changed_since(drop: Drop, since: datetime | None) -> bool:
+    """Whether an object of the drop was uploaded since the last good tick listed (S3 times have whole seconds):
+    only such a drop can have gained objects its batch never read -- a file, or a manifest uploaded again. Saves
+    a run lookup per known drop and tick; the first tick (no ``since``) looks at every drop once."""
+    return since is None or any(f.last_modified >= since.replace(microsecond=0) for f in drop.objects())
+
+
+def _not_ingested(instance: dg.DagsterInstance, job_name: str, scan: Landing, known: set[str],
+                  starting: set[str], since: datetime | None) -> list[NotIngested]:
+    """The objects no batch reads: outside every drop, newer than their drop's manifest (the batch quarantines
+    them), or newer than their drop's batch."""
+    found = list(scan.outside)
+    for drop in scan.drops:
+        if drop.batch_id not in known and drop.batch_id not in starting:
+            continue  # still waiting for its manifest: nothing is late yet
+        late = {n.file.key: n for n in late_for_manifest(drop)}
+        if drop.batch_id in known and _changed_since(drop, since):
+            registered = _registered_at(instance, job_name, drop.batch_id)
+            if registered is not None:
+                late.update((n.file.key, n) for n in arrived_after(drop, registered))
+        found.extend(late.values())
+    return found
 
 
 def build_landing_sensor(tenant: TenantConfig, dataset: DatasetConfig, job_name: str,
@@ -67,6 +85,7 @@ def build_landing_sensor(tenant: TenantConfig, dataset: DatasetConfig, job_name:
     def _tick(context: dg.SensorEvaluationContext, landing: ObjectStorageResource,
               alerts: AlertsResource) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
+        listed_at = utcnow()
         scan = scan_incoming(landing.client(), landing.landing_bucket, tenant.landing_prefix, dataset.name)
         drops = scan.drops
         known = set(context.instance.get_dynamic_partitions(partitions_def.name))
@@ -75,20 +94,12 @@ def build_landing_sensor(tenant: TenantConfig, dataset: DatasetConfig, job_name:
         waiting = [d.name for d in drops if d.batch_id not in known and not d.is_ready(now, grace)]
         if waiting:
             context.log.info(f"{len(waiting)} drop(s) waiting for manifest.json: {', '.join(waiting[:10])}")
-        not_ingested: list[NotIngested] = list(scan.outside)
-        starting = {d.batch_id for d in new}
-        for drop in drops:
-            if drop.batch_id not in known and drop.batch_id not in starting:
-                continue  # still waiting for its manifest: nothing is late yet
-            late = {n.file.key: n for n in late_for_manifest(drop)}  # its batch quarantines them as late
-            if drop.batch_id in known and _may_have_late_files(drop):
-                registered = _registered_at(context.instance, job_name, drop.batch_id)
-                if registered is not None:  # and these its batch never saw
-                    late.update((n.file.key, n) for n in arrived_after(drop, registered))
-            not_ingested.extend(late.values())
-        alerted: dict[str, str] = cursor.get("not_ingested", {})  # key -> version already alerted on
-        present = {n.file.key: n.file.version for n in not_ingested}
-        fresh = [n for n in not_ingested if alerted.get(n.file.key) != present[n.file.key]]
+        since = datetime.fromisoformat(cursor["listed_at"]) if "listed_at" in cursor else None
+        not_ingested = _not_ingested(context.instance, job_name, scan, known, {d.batch_id for d in new}, since)
+        listed = {f.key: f.version for f in [*(n.file for n in scan.outside), *(f for d in drops for f in d.objects())]}
+        alerted = {key: version for key, version in cursor.get("not_ingested", {}).items()  # forgets removed and
+                   if listed.get(key) == version}                                            # replaced objects
+        fresh = [n for n in not_ingested if alerted.get(n.file.key) != n.file.version]
         if fresh:  # durably in the outbox before the cursor remembers the objects
             alerts.router().raise_alert(not_ingested_alert(
                 tenant.name, dataset.name, tenant.slack_channel, fresh, f"s3://{landing.landing_bucket}/"
@@ -99,7 +110,8 @@ def build_landing_sensor(tenant: TenantConfig, dataset: DatasetConfig, job_name:
             cursor["last_registered"] = max(new, key=lambda d: d.last_modified).batch_id
             cursor["last_registered_at"] = now.isoformat()
         cursor["waiting_for_manifest"] = waiting
-        cursor["not_ingested"] = dict(sorted(present.items()))  # forgets objects that were removed
+        cursor["not_ingested"] = dict(sorted({**alerted, **{n.file.key: n.file.version for n in fresh}}.items()))
+        cursor["listed_at"] = listed_at.isoformat()
         run_requests = [
             dg.RunRequest(
                 run_key=d.batch_id,

@@ -34,12 +34,13 @@ PAGE_SIZE = 1000
 REQUEST_TIMEOUT = (10.0, 120.0)
 """Seconds to connect and to wait for response bytes. lakefs-sdk waits forever by default, so one stalled lakeFS
 response would hang a batch step (and its run) with no error; now it fails the step, which is then loud."""
-RETRIES = urllib3.Retry(total=None, connect=5, read=2, status=3, backoff_factor=0.5,
+RETRIES = urllib3.Retry(total=8, connect=5, read=2, status=3, other=0, backoff_factor=0.5,
                         status_forcelist=(502, 503, 504), allowed_methods=urllib3.Retry.DEFAULT_ALLOWED_METHODS,
                         raise_on_status=False)
 """A refused connection never reached lakeFS and is retried for every method; a lost or failed response only for
 idempotent methods (GET, PUT, DELETE), so a commit or merge whose outcome is unknown is never sent twice here --
-the step fails, and its re-execution finds what the first attempt did (stages are idempotent)."""
+the step fails, and its re-execution finds what the first attempt did (stages are idempotent). Any other error
+(TLS, a broken proxy) is never retried: it may have reached lakeFS, and it would not heal by itself."""
 
 
 def api_client(api_url: str, access_key_id: str, secret_access_key: str) -> lakefs_sdk.ApiClient:

@@ -23,7 +23,15 @@ import pyarrow.parquet as pq
 from dagster_project.layout import Stage
 from dagster_project.records import LINEAGE_COLUMNS, QuarantineEntry, quarantine_frame, record_id_for
 from dagster_project.stages.json_limits import MAX_RECORD_BYTES, JsonRejected, parse_json
-from dagster_project.stages.landing import Drop, LandingFile, Manifest, SourceUnavailable, open_object, read_manifest
+from dagster_project.stages.landing import (
+    Drop,
+    LandingFile,
+    Manifest,
+    SourceUnavailable,
+    landing_access,
+    open_object,
+    read_manifest,
+)
 
 RAW_COLUMNS = [*LINEAGE_COLUMNS, "payload"]
 SUPPORTED_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -164,7 +172,10 @@ def _parse_parquet(body: Any) -> Iterator[_Parsed]:
     which is never taken for a corrupt file."""
     with tempfile.TemporaryFile() as spool:
         while chunk := body.read(_CHUNK_BYTES):
-            spool.write(chunk)
+            try:
+                spool.write(chunk)
+            except OSError as exc:  # a full local disk is the platform's trouble, not a corrupt file
+                raise SourceUnavailable(f"spooling the file to local disk failed: {exc}") from exc
         spool.seek(0)
         parquet = pq.ParquetFile(spool)
         row = 0
@@ -288,15 +299,16 @@ def read_gold_set(s3: Any, bucket: str, landing_prefix: str, dataset: str, text_
     the dataset's text field and ``label``). Gold is reference data, so a bad row fails loudly instead of being
     quarantined: a wrong gold label would silently grade every annotator against it."""
     rows: list[dict[str, str]] = []
-    paginator = s3.get_paginator("list_objects_v2")
-    keys = [obj["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=gold_prefix(landing_prefix, dataset))
-            for obj in page.get("Contents", []) if obj["Size"] > 0]
+    prefix = gold_prefix(landing_prefix, dataset)
+    with landing_access(f"listing s3://{bucket}/{prefix} failed"):
+        keys = [obj["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                for obj in page.get("Contents", []) if obj["Size"] > 0]
     for key in sorted(keys):
         fmt = file_format(key)
         uri = f"s3://{bucket}/{key}"
         if fmt is None:
             raise GoldSetError(f"{uri}: unsupported gold file type")
-        for parsed in _PARSERS[fmt](s3.get_object(Bucket=bucket, Key=key)["Body"]):
+        for parsed in _PARSERS[fmt](open_object(s3, bucket, key)):
             where = f"{uri} line {parsed.line}"
             if parsed.error is not None:
                 raise GoldSetError(f"{where}: {parsed.error}")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
@@ -85,6 +86,11 @@ class Drop:
     def uri(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
+    def objects(self) -> list[LandingFile]:
+        """Every object under the drop: data files, held-back files and the manifest."""
+        manifest = [self.manifest_file] if self.manifest_file else []
+        return [*self.data_files, *(f for f, _ in self.held_back), *manifest]
+
     @property
     def last_modified(self) -> datetime:
         files = [*self.data_files, *([self.manifest_file] if self.manifest_file else [])]
@@ -115,7 +121,9 @@ def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, ClientError):  # an answer: only S3's own trouble is a dependency failing, 4xx are not
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         return status >= 500 or exc.response.get("Error", {}).get("Code") in _UNAVAILABLE_CODES
-    return isinstance(exc, BotoCoreError | OSError)  # no answer: refused, reset, timed out, cut mid-body
+    # No answer: refused, reset, timed out, cut mid-body (urllib3's own errors, e.g. a TLS failure mid-download,
+    # reach us unwrapped by botocore).
+    return isinstance(exc, BotoCoreError | OSError | urllib3.exceptions.HTTPError)
 
 
 @contextmanager
@@ -271,8 +279,8 @@ def arrived_after(drop: Drop, registered_at: datetime) -> list[NotIngested]:
     """The drop's objects that are newer than its batch: the batch never read them (a corrected file, a
     forgotten part, a new manifest), and no later batch will -- the client must send them in a new drop."""
     reason = REGISTERED_BEFORE.format(batch_id=drop.batch_id)
-    files = [*drop.data_files, *(f for f, _ in drop.held_back), *([drop.manifest_file] if drop.manifest_file else [])]
-    return sorted((NotIngested(f, reason, drop.name) for f in files if _after(f, registered_at, drop.manifest_file)),
+    return sorted((NotIngested(f, reason, drop.name) for f in drop.objects()
+                   if _after(f, registered_at, drop.manifest_file)),
                   key=lambda n: n.file.key)
 
 

@@ -11,6 +11,7 @@ inside a step depends on timing; the assertions hold wherever it lands, so the t
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from dagster_project.layout import Stage
 from dagster_project.publishing.versions import tagged_versions
 from dagster_project.settings import Settings
 from dagster_project.tenants import load_tenants
+from resources.object_storage import ObjectStorageResource
 
 from .conftest import WAIT_SECONDS, PrivatePostgres, Service, StallingProxy
 
@@ -157,6 +159,30 @@ def test_lakefs_killed_mid_step_fails_loudly_and_the_next_run_publishes_everythi
     assert_published_in_full(settings, plan)
 
 
+_KILL_ON_SECOND_FILE: dict = {"service": None, "opened": 0}
+
+
+def _kill_on_second_file(real, Bucket, Key):  # noqa: N803 - boto3's spelling
+    if not Key.endswith(".json") and "/incoming/" in Key:
+        _KILL_ON_SECOND_FILE["opened"] += 1
+        if _KILL_ON_SECOND_FILE["opened"] == 2:
+            _KILL_ON_SECOND_FILE["service"].kill()
+    return real.get_object(Bucket=Bucket, Key=Key)
+
+
+class KillingLanding(ObjectStorageResource):
+    """The landing zone, whose S3 process is killed (SIGKILL) as the batch opens the drop's second data file."""
+
+    def client(self):
+        real = super().client()
+
+        class Client:
+            def __getattr__(self, name):
+                return functools.partial(_kill_on_second_file, real) if name == "get_object" else getattr(real, name)
+
+        return Client()
+
+
 def test_s3_killed_mid_ingestion_is_retried_then_fails_and_blames_no_file(
         fault_env, emulator: Service, moto: Service, slack, instance: dg.DagsterInstance,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,10 +190,17 @@ def test_s3_killed_mid_ingestion_is_retried_then_fails_and_blames_no_file(
     fault_env()
     settings = Settings()
     plan = land(settings, moto.url)
-    defs = build_definitions(settings)
+    assert len(plan.files) >= 2
+    _KILL_ON_SECOND_FILE.update(service=moto, opened=0)
+    defs = build_definitions(settings, resources={"landing": KillingLanding(
+        landing_bucket=settings.landing_bucket, endpoint_url=moto.url, access_key_id="test",
+        secret_access_key="test-secret", manifest_grace_minutes=0)})
 
-    failed = run_batch(defs, instance, {step_key(Stage.RAW): moto.kill})
-    assert failed.status is dg.DagsterRunStatus.FAILURE
+    failed = run_batch(defs, instance)  # moto dies as raw opens the drop's second file: in the middle of the step
+    assert not moto.alive and failed.status is dg.DagsterRunStatus.FAILURE
+    [failure] = instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    assert failure.step_key == step_key(Stage.RAW)
+    assert "SourceUnavailable" in failure.dagster_event.step_failure_data.error.to_string()
     assert_nothing_published(settings)
     repo = repository(settings)
     if repo.branch_exists(layout.batch_branch(DATASET, BATCH)):
@@ -332,7 +365,7 @@ def test_a_stalled_lakefs_read_times_out_and_is_retried_instead_of_hanging_the_s
         monkeypatch: pytest.MonkeyPatch) -> None:
     import dagster_project.lakefs.sdk as sdk
 
-    monkeypatch.setattr(sdk, "REQUEST_TIMEOUT", (5.0, 1.0))  # 120 s in production
+    monkeypatch.setattr(sdk, "REQUEST_TIMEOUT", (5.0, 5.0))  # 120 s in production
     proxy = StallingProxy(emulator.url)
     try:
         fault_env(TRAINYARD_LAKEFS_URL=proxy.url)

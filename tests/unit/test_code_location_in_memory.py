@@ -8,6 +8,7 @@ definitions (:func:`~dagster_project.definitions.build_definitions` takes the re
 from __future__ import annotations
 
 import functools
+import json
 import time
 import uuid
 from pathlib import Path
@@ -240,8 +241,15 @@ def test_a_file_added_to_a_processed_drop_and_a_stray_file_are_alerted_once(loca
     second = _tick(defs, instance, sensor, cursor=first.cursor)
     assert second.run_requests == [] and len(AlertOutbox(settings.resolved_database_url).messages()) == 1
     s3.put_object(Bucket=BUCKET, Key=stray, Body=b'{"ticket_id": "late-2", "text": "uploaded again, longer"}\n')
-    _tick(defs, instance, sensor, cursor=second.cursor)
+    third = _tick(defs, instance, sensor, cursor=second.cursor)
     assert len(AlertOutbox(settings.resolved_database_url).messages()) == 2  # a new upload is news again
+
+    # The client sends the drop again, manifest last as asked: the manifest is then the drop's newest object.
+    s3.put_object(Bucket=BUCKET, Key=plan.drop_prefix + "manifest.json", Body=json.dumps(plan.manifest).encode())
+    _tick(defs, instance, sensor, cursor=third.cursor)
+    messages = AlertOutbox(settings.resolved_database_url).messages()
+    assert len(messages) == 3 and messages[-1].alert.details["objects"][0].startswith(
+        f"{plan.drop_prefix}manifest.json")
 
 
 def _refusing_paginator(real, name):

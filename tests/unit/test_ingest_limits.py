@@ -133,6 +133,33 @@ def test_s3_answers_are_told_apart_from_s3_trouble(status: int, code: str, unava
         ingest_drop(s3, drop, "drop-1", INGESTED_AT)
 
 
+def test_a_tls_failure_mid_download_is_a_dependency_failure_not_a_corrupt_parquet_file() -> None:
+    import urllib3
+
+    class BrokenTls:
+        def read(self, size: int = -1) -> bytes:
+            raise urllib3.exceptions.SSLError("[SSL: DECRYPTION_FAILED_OR_BAD_RECORD_MAC]")  # botocore passes it on
+
+    s3, drop = make_drop({"part.parquet": b"PAR1" + b"\0" * 100})
+    s3.get_object = lambda Bucket, Key: {"Body": BrokenTls()}  # noqa: N803 - boto3's spelling
+    with pytest.raises(SourceUnavailable, match="SSLError"):
+        ingest_drop(s3, drop, "drop-1", INGESTED_AT)
+
+
+def test_a_full_local_disk_while_spooling_parquet_is_a_dependency_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import tempfile
+
+    class FullDisk(io.BytesIO):
+        def write(self, data) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", FullDisk)
+    s3, drop = make_drop({"part.parquet": b"PAR1" + b"\0" * 100})
+    with pytest.raises(SourceUnavailable, match="No space left"):
+        ingest_drop(s3, drop, "drop-1", INGESTED_AT)
+
+
 def test_a_refused_listing_is_a_dependency_failure() -> None:
     from botocore.exceptions import EndpointConnectionError
 

@@ -146,6 +146,27 @@ def test_a_run_that_died_between_merge_and_tag_is_tagged_not_merged_twice(pipeli
     assert batch_commits_on_main(pipeline, tenant.lakefs_repository, dataset.name, "b1") == [merged]
 
 
+def test_a_tag_whose_answer_was_lost_is_recognised_not_made_again_under_the_next_number(
+        pipeline: Harness, auto, monkeypatch: pytest.MonkeyPatch) -> None:
+    tenant, dataset = auto
+    repo = pipeline.repo(tenant.lakefs_repository)
+    real_create_tag = repo.create_tag
+
+    def lost_answer(tag: str, ref: str) -> bool:
+        real_create_tag(tag, ref)  # lakeFS made the tag; the answer never came back
+        raise TimeoutError("read timed out")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(repo, "create_tag", lost_answer)
+        with pytest.raises(TimeoutError):
+            pipeline.process(tenant, dataset, build_drop(tenant, dataset, "b1", N, seed=3))
+    retry = run_publish(pipeline.batch(tenant, dataset, "b1"), pipeline.store)
+    assert retry.status == "already_published" and retry.version_tag == "support_intents/v1"
+    assert [t.id for t in repo.iter_tags(prefix="support_intents/v")] == ["support_intents/v1"]
+    [version] = tagged_versions(repo, dataset.name)  # recorded, so trusted: no untrusted_version for v1
+    assert version.tag == "support_intents/v1" and version.batch_id == "b1"
+
+
 def test_a_batch_that_changes_action_files_is_never_merged(pipeline: Harness, auto) -> None:
     tenant, dataset = auto
     pipeline.process(tenant, dataset, build_drop(tenant, dataset, "b1", N, seed=3), publish=False)
