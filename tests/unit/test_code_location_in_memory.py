@@ -207,15 +207,21 @@ def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor:
         return defs.resolve_sensor_def(name)(context)
 
 
+def _land_clean_drop(settings: Settings, s3, drop_name: str, seed: int):
+    """A clean 60-record northbank support_intents drop and its gold set in the landing bucket."""
+    tenant = load_tenants(settings.tenants_file).tenant("northbank")
+    dataset = tenant.dataset("support_intents")
+    plan = build_drop(tenant, dataset, drop_name, 60, seed=seed, plant_defects=False)
+    upload_drop(s3, BUCKET, plan)
+    upload_gold_set(s3, BUCKET, tenant, dataset)
+    return tenant, dataset, plan
+
+
 def test_a_file_added_to_a_processed_drop_and_a_stray_file_are_alerted_once(location) -> None:
     from dagster_project.stages.landing import OUTSIDE_DROP
 
     settings, defs, s3, lakefs, instance = location
-    tenant = load_tenants(settings.tenants_file).tenant("northbank")
-    dataset = tenant.dataset("support_intents")
-    plan = build_drop(tenant, dataset, "wk49", 60, seed=4, plant_defects=False)
-    upload_drop(s3, BUCKET, plan)
-    upload_gold_set(s3, BUCKET, tenant, dataset)
+    tenant, dataset, plan = _land_clean_drop(settings, s3, "wk49", seed=4)
     request, result = sense_and_run(defs, instance, "northbank", "support_intents")
     assert result.success
     # S3 listings give whole seconds: a file uploaded in the second its drop was uploaded and registered cannot be
@@ -296,11 +302,7 @@ def test_a_file_newer_than_its_manifest_is_quarantined_by_the_batch_and_alerted(
     from dagster_project.stages.landing import ARRIVED_LATE
 
     settings, defs, s3, lakefs, instance = location
-    tenant = load_tenants(settings.tenants_file).tenant("northbank")
-    dataset = tenant.dataset("support_intents")
-    plan = build_drop(tenant, dataset, "wk51", 60, seed=5, plant_defects=False)
-    upload_drop(s3, BUCKET, plan)
-    upload_gold_set(s3, BUCKET, tenant, dataset)
+    tenant, dataset, plan = _land_clean_drop(settings, s3, "wk51", seed=5)
     manifest_second = s3.head_object(Bucket=BUCKET, Key=plan.drop_prefix + "manifest.json")["LastModified"]
     while utcnow().replace(microsecond=0) <= manifest_second:  # S3 times have whole seconds
         time.sleep(0.05)
