@@ -12,12 +12,15 @@ import contextlib
 import glob
 import http.client
 import os
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -142,6 +145,7 @@ class _Proxy(ThreadingHTTPServer):
         self.stall_suffix = ""
         self.stalls_left = 0
         self.stalled = 0
+        self.abandoned = 0
         self.release = threading.Event()
 
 
@@ -175,11 +179,21 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.server.stalled += 1
             self.wfile.write(payload[: len(payload) // 2])
             self.wfile.flush()
-            self.server.release.wait(WAIT_SECONDS)  # the client gives up first (its read timeout)
+            if self._client_hangs_up():
+                self.server.abandoned += 1
             self.close_connection = True
             return
         if self.command != "HEAD":
             self.wfile.write(payload)
+
+    def _client_hangs_up(self) -> bool:
+        """Wait until the client closes the connection (its read timeout), the proxy is closed or WAIT_SECONDS."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline and not self.server.release.is_set():
+            readable, _, _ = select.select([self.connection], [], [], 0.1)
+            if readable:
+                return self.connection.recv(1, socket.MSG_PEEK) == b""
+        return False
 
     do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward  # noqa: N815 -- http.server's spelling
 
@@ -197,6 +211,11 @@ class StallingProxy:
     @property
     def stalled(self) -> int:
         return self._server.stalled
+
+    @property
+    def abandoned(self) -> int:
+        """Stalled responses the client gave up on (closed the connection) before the proxy did."""
+        return self._server.abandoned
 
     def close(self) -> None:
         self._server.release.set()
