@@ -85,11 +85,10 @@ def build_landing_sensor(tenant: TenantConfig, dataset: DatasetConfig, job_name:
     def _tick(context: dg.SensorEvaluationContext, landing: ObjectStorageResource,
               alerts: AlertsResource) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
-        listed_at = utcnow()
+        now, grace = utcnow(), landing.manifest_grace  # before listing: the next tick looks at what came after
         scan = scan_incoming(landing.client(), landing.landing_bucket, tenant.landing_prefix, dataset.name)
         drops = scan.drops
         known = set(context.instance.get_dynamic_partitions(partitions_def.name))
-        now, grace = utcnow(), landing.manifest_grace
         new = [d for d in drops if d.batch_id not in known and d.is_ready(now, grace)]
         waiting = [d.name for d in drops if d.batch_id not in known and not d.is_ready(now, grace)]
         if waiting:
@@ -111,7 +110,7 @@ def build_landing_sensor(tenant: TenantConfig, dataset: DatasetConfig, job_name:
             cursor["last_registered_at"] = now.isoformat()
         cursor["waiting_for_manifest"] = waiting
         cursor["not_ingested"] = dict(sorted({**alerted, **{n.file.key: n.file.version for n in fresh}}.items()))
-        cursor["listed_at"] = listed_at.isoformat()
+        cursor["listed_at"] = now.isoformat()
         run_requests = [
             dg.RunRequest(
                 run_key=d.batch_id,

@@ -34,6 +34,7 @@ from dagster_project.publishing.versions import tagged_versions
 from dagster_project.settings import Settings
 from dagster_project.tenants import load_tenants
 from resources.object_storage import ObjectStorageResource
+from tests.waiting import wait_until
 
 from .conftest import WAIT_SECONDS, PrivatePostgres, Service, StallingProxy
 
@@ -65,6 +66,12 @@ def step_key(stage: Stage | str) -> str:
     return f"{TENANT}__{DATASET}__{stage}"
 
 
+def started_steps(instance: dg.DagsterInstance, excluding: set[str] = frozenset()) -> set[str]:
+    """The steps that have started in any run not in ``excluding``."""
+    return {e.step_key for r in instance.get_runs() if r.run_id not in excluding
+            for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_START)}
+
+
 def run_batch(defs: dg.Definitions, instance: dg.DagsterInstance,
               on_step_start: dict[str, Callable[[], None]] | None = None) -> dg.DagsterRun:
     """Run the batch job for BATCH in a thread; ``on_step_start[step]()`` is called (here, in the test's thread)
@@ -87,9 +94,7 @@ def run_batch(defs: dg.Definitions, instance: dg.DagsterInstance,
     deadline = time.monotonic() + 10 * WAIT_SECONDS
     while worker.is_alive() and time.monotonic() < deadline:
         if pending:
-            runs = [r for r in instance.get_runs() if r.run_id not in known]
-            started = {e.step_key for r in runs
-                       for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_START)}
+            started = started_steps(instance, known)
             for step in [s for s in pending if s in started]:
                 pending.pop(step)()
         worker.join(0.1)  # polling the event log more often only takes CPU from the run being watched
@@ -339,22 +344,23 @@ def test_a_run_whose_process_is_killed_mid_run_is_alerted_and_the_batch_complete
         # helpers with it; killing the worker alone orphans them).
         worker = subprocess.Popen([sys.executable, "-c", _KILLABLE_RUN, TENANT, DATASET, BATCH],
                                   start_new_session=True)
-        deadline = time.monotonic() + 10 * WAIT_SECONDS
-        started: set[str] = set()
-        while step_key(Stage.CLEAN) not in started and worker.poll() is None and time.monotonic() < deadline:
-            started = {e.step_key for r in instance.get_runs()
-                       for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_START)}
-            time.sleep(0.1)
+        wait_until(lambda: step_key(Stage.CLEAN) in started_steps(instance) or worker.poll() is not None,
+                   "the run to start clean", timeout=10 * WAIT_SECONDS, interval=0.1)
         os.killpg(worker.pid, signal.SIGKILL)  # the run worker dies in clean: no event of that run will follow
         worker.wait(timeout=WAIT_SECONDS)
         [killed] = instance.get_runs()
         assert killed.status is dg.DagsterRunStatus.STARTED  # what Dagster shows until run monitoring acts
         assert_nothing_published(settings)
 
-        cursor = None
+        cursors: dict[str, str | None] = {"stalled": None}
         outbox = AlertOutbox(settings.resolved_database_url)
-        while not outbox.messages() and time.monotonic() < deadline:  # stalled once a second has passed
-            cursor = tick(defs, instance, STALLED_RUN_ALERT_SENSOR, cursor)
+
+        def stalled_alerted() -> bool:  # stalled once a second without an event has passed
+            cursors["stalled"] = tick(defs, instance, STALLED_RUN_ALERT_SENSOR, cursors["stalled"])
+            return bool(outbox.messages())
+
+        wait_until(stalled_alerted, "the run_stalled alert", timeout=10 * WAIT_SECONDS, interval=0.1)
+        cursor = cursors["stalled"]
         [message] = outbox.messages()
         assert message.alert.kind is AlertKind.RUN_STALLED and message.alert.batch_id == BATCH
         tick(defs, instance, STALLED_RUN_ALERT_SENSOR, cursor)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 import uuid
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from dagster_project.settings import SECRET_ENV_VARS, Settings
 from dagster_project.tenants import load_tenants
 from resources.lakefs import InMemoryLakeFSResource
 from resources.object_storage import ObjectStorageResource
+from tests.waiting import wait_until
 
 BUCKET = "unit-code-location"
 
@@ -227,8 +227,7 @@ def test_a_file_added_to_a_processed_drop_and_a_stray_file_are_alerted_once(loca
     # S3 listings give whole seconds: a file uploaded in the second its drop was uploaded and registered cannot be
     # told from the drop's own files, so the correction arrives once the clock is past that second.
     created = instance.get_run_record_by_id(result.run_id).create_timestamp
-    while utcnow().replace(microsecond=0) <= created.replace(microsecond=0):
-        time.sleep(0.05)
+    wait_until(lambda: utcnow().replace(microsecond=0) > created.replace(microsecond=0), "the next whole second")
 
     s3.put_object(Bucket=BUCKET, Key=plan.drop_prefix + "corrected.jsonl",
                   Body=b'{"ticket_id": "late-1", "text": "a corrected record"}\n')
@@ -304,8 +303,8 @@ def test_a_file_newer_than_its_manifest_is_quarantined_by_the_batch_and_alerted(
     settings, defs, s3, lakefs, instance = location
     tenant, dataset, plan = _land_clean_drop(settings, s3, "wk51", seed=5)
     manifest_second = s3.head_object(Bucket=BUCKET, Key=plan.drop_prefix + "manifest.json")["LastModified"]
-    while utcnow().replace(microsecond=0) <= manifest_second:  # S3 times have whole seconds
-        time.sleep(0.05)
+    wait_until(lambda: utcnow().replace(microsecond=0) > manifest_second,  # S3 times have whole seconds
+               "the second after the manifest's")
     late = b'{"ticket_id": "late-3", "text": "sent after the manifest"}\n'
     s3.put_object(Bucket=BUCKET, Key=plan.drop_prefix + "part-2.jsonl", Body=late)
 
