@@ -17,19 +17,27 @@ from typing import Any
 
 import dagster as dg
 
+from assets.metadata import (
+    check_metadata,
+    code_reference,
+    column_schema,
+    label_table,
+    outcome_metadata,
+    report_metadata,
+)
 from assets.sensors import build_landing_sensor
 from assets.versions import build_version_definitions
 from dagster_project import layout
-from dagster_project.gates import GATES, Gate, evaluate_and_record
+from dagster_project.gates import GATES, Gate, evaluate_and_record, sentence
 from dagster_project.gates.notify import report_gate_result
 from dagster_project.lakefs import MergeConflict
 from dagster_project.layout import Stage
 from dagster_project.plan import PUBLISHED_DESCRIPTION, STAGE_PLAN, StageStep, upstream_of
 from dagster_project.publishing.decisions import approval_request
+from dagster_project.publishing.ledger import BatchOutcome, BatchState
 from dagster_project.publishing.publish import merge_conflict_alert, run_publish
-from dagster_project.quality.result import GateResult
 from dagster_project.settings import Settings
-from dagster_project.stages.batch import Batch, StageReport
+from dagster_project.stages.batch import Batch
 from dagster_project.stages.landing import SourceUnavailable
 from dagster_project.stages.rejection import DropRejected, drop_rejected_alert
 from dagster_project.stages.runners import StageInputs
@@ -45,44 +53,19 @@ NEEDED_RESOURCES = {"landing": {"landing"}, "vendors": {"workforce"}}
 """The Dagster resources behind each kind of :class:`~dagster_project.stages.runners.StageInputs` a stage needs."""
 
 
-def report_metadata(report: StageReport, batch: Batch) -> dict[str, Any]:
-    """Numeric metadata first (so the UI plots it per partition), then where the data is."""
-    metadata: dict[str, Any] = {"dagster/row_count": report.rows, **report.counts}
-    metadata["lakefs_branch"] = batch.branch
-    metadata["lakefs_commit"] = report.commit_id
-    metadata["lakefs_path"] = f"lakefs://{batch.repo.name}/{batch.branch}/" + layout.stage_dir(
-        batch.dataset.name, report.stage, batch.batch_id)
-    if report.details:
-        metadata["details"] = dg.MetadataValue.json(report.details)
-    return metadata
-
-
-def check_result(result: GateResult, blocking: bool) -> dg.AssetCheckResult:
-    """A gate result as Dagster sees it: numeric value/threshold/sample size so the UI can plot them."""
-    metadata: dict[str, Any] = {
-        "value": float(result.value), "threshold": float(result.threshold), "comparison": result.comparison.value,
-        "sample_size": int(result.sample_size), "worst_offenders": dg.MetadataValue.json(result.worst)}
-    if result.computed_on is not None:
-        metadata["lakefs_commit"] = result.computed_on.commit_id
-        metadata["computed_on"] = dg.MetadataValue.json(list(result.computed_on.paths))
-    return dg.AssetCheckResult(
-        passed=result.passed,
-        severity=dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN,
-        description=result.describe(),
-        metadata=metadata,
-    )
-
-
 def mark_alerted(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, why: str) -> None:
     """The run fails because of an alert already raised: the run-failure sensor must not announce it again."""
     context.instance.add_run_tags(context.run.run_id, {layout.ALERTED_TAG: why})
 
 
-def rejected(context: dg.AssetExecutionContext, alerts: AlertsResource, batch: Batch, exc: DropRejected) -> dg.Failure:
-    """Tell on-call that the batch has nothing to publish, mark the run as alerted, and fail it (no retry: the same
-    drop gives the same answer; the client must send a new one)."""
+def rejected(context: dg.AssetExecutionContext, alerts: AlertsResource, approvals: ApprovalsResource, batch: Batch,
+             stage: Stage, exc: DropRejected) -> dg.Failure:
+    """Tell on-call that the batch has nothing to publish, record where it ended, mark the run as alerted, and
+    fail it (no retry: the same drop gives the same answer; the client must send a new one)."""
     run_id = context.run.run_id
     alerts.router().raise_alert(drop_rejected_alert(batch, exc, alerts.playbook_base_url, alerts.run_url(run_id)))
+    approvals.store().ledger.record(BatchOutcome(batch.tenant.name, batch.dataset.name, batch.batch_id,
+                                                 BatchState.DROP_REJECTED, exc.why, stage=str(stage), run_id=run_id))
     mark_alerted(context, "drop_rejected")
     return dg.Failure(description=str(exc), allow_retries=False,
                       metadata={"records_in": exc.records_in, "quarantine_reasons": dg.MetadataValue.json(exc.reasons)})
@@ -111,6 +94,13 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
         return Batch(tenant, dataset, context.partition_key, lakefs.repository(tenant.lakefs_repository),
                      context.run.run_id)
 
+    def static_metadata(stage: Stage, function: Any) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"dagster/code_references": code_reference(function, f"{stage} stage")}
+        schema = column_schema(dataset, stage)
+        if schema is not None:
+            metadata["dagster/column_schema"] = schema
+        return metadata
+
     def asset_spec(stage: Stage, description: str, kinds: set[str], **extra: Any):
         upstream = upstream_of(stage)
         return dg.asset(key=key(stage), deps=[key(upstream)] if upstream else None, partitions_def=partitions_def,
@@ -118,9 +108,10 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
                         tags=tags, **extra)
 
     def stage_asset(step: StageStep) -> dg.AssetsDefinition:
-        needed = {"lakefs", "alerts"}.union(*(NEEDED_RESOURCES[n] for n in step.needs))
+        needed = {"lakefs", "alerts", "approvals"}.union(*(NEEDED_RESOURCES[n] for n in step.needs))
 
-        @asset_spec(step.stage, step.description, set(step.kinds), required_resource_keys=needed)
+        @asset_spec(step.stage, step.description, set(step.kinds), required_resource_keys=needed,
+                    metadata=static_metadata(step.stage, step.run))
         def materialize(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
             if step is STAGE_PLAN[0]:  # a batch's first stage makes sure the tenant repository and its gate exist
                 context.resources.lakefs.prepare_repository(tenant.lakefs_repository)
@@ -128,14 +119,15 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
             try:
                 report = step.run(batch, stage_inputs(step, context.resources, tenant, dataset))
             except DropRejected as exc:
-                raise rejected(context, context.resources.alerts, batch, exc) from exc
+                raise rejected(context, context.resources.alerts, context.resources.approvals, batch, step.stage,
+                               exc) from exc
             except SourceUnavailable as exc:  # a dependency, not the data: retry with backoff, then fail loudly
                 wait = SOURCE_RETRY_SECONDS * 2 ** context.retry_number
                 context.log.warning(f"{exc}; retry {context.retry_number + 1} of {SOURCE_RETRIES} in {wait}s")
                 raise dg.RetryRequested(max_retries=SOURCE_RETRIES, seconds_to_wait=wait) from exc
             for warning in report.warnings:
                 context.log.warning(warning)
-            return dg.MaterializeResult(metadata=report_metadata(report, batch))
+            return dg.MaterializeResult(metadata=report_metadata(report, batch, context.resources.lakefs.web_url))
 
         return materialize
 
@@ -149,46 +141,68 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
             partitions_def=partitions_def,
             description=f"{gate.summary} -- {threshold_note}. Thresholds: dataset gates in the tenants file.",
         )
-        def check(context: dg.AssetCheckExecutionContext, lakefs: LakeFSResource,
-                  alerts: AlertsResource) -> dg.AssetCheckResult:
+        def check(context: dg.AssetCheckExecutionContext, lakefs: LakeFSResource, alerts: AlertsResource,
+                  approvals: ApprovalsResource) -> dg.AssetCheckResult:
             batch = batch_for(context, lakefs)
             result = evaluate_and_record(batch, gate.name)
             run_id = context.run.run_id
             alerted = report_gate_result(alerts.router(), result, gate.blocking, batch, alerts.playbook_base_url,
                                          alerts.run_url(run_id), run_id)
+            if not result.passed and gate.blocking:  # the batch ends here; the outcome sensor shows where and why
+                approvals.store().ledger.record(BatchOutcome(
+                    tenant.name, dataset.name, batch.batch_id, BatchState.BLOCKED, sentence(result),
+                    stage=str(gate.stage), gate=gate.name,
+                    commit_id=result.computed_on.commit_id if result.computed_on else None, run_id=run_id))
             if alerted and gate.blocking:  # the run stops here; its failure is this alert, not a second one
                 mark_alerted(context, f"gate_failed:{gate.name}")
-            return check_result(result, gate.blocking)
+            kind = "gate_failed" if gate.blocking else "check_warning"
+            return dg.AssetCheckResult(
+                passed=result.passed,
+                severity=dg.AssetCheckSeverity.ERROR if gate.blocking else dg.AssetCheckSeverity.WARN,
+                description=sentence(result), metadata=check_metadata(result, alerts.playbook_url(kind)))
 
         return check
 
     @asset_spec(Stage.PUBLISHED, PUBLISHED_DESCRIPTION, {"lakefs"},
+                metadata=static_metadata(Stage.PUBLISHED, run_publish),
                 freshness_policy=dg.FreshnessPolicy.time_window(
                     fail_window=timedelta(hours=dataset.freshness_sla_hours)))
     def published(context: dg.AssetExecutionContext, lakefs: LakeFSResource, alerts: AlertsResource,
                   approvals: ApprovalsResource) -> dg.MaterializeResult:
         batch = batch_for(context, lakefs)
         run_url = alerts.run_url(context.run.run_id)
+        store = approvals.store()
         try:
-            outcome = run_publish(batch, approvals.store())
+            outcome = run_publish(batch, store)
         except DropRejected as exc:
-            raise rejected(context, alerts, batch, exc) from exc
+            raise rejected(context, alerts, approvals, batch, Stage.PUBLISHED, exc) from exc
         except MergeConflict as exc:
             alerts.router().raise_alert(merge_conflict_alert(batch, str(exc), alerts.playbook_base_url, run_url))
+            store.ledger.record(BatchOutcome(tenant.name, dataset.name, batch.batch_id, BatchState.MERGE_CONFLICT,
+                                             f"merging into main conflicted; nothing was merged: {exc}"[:1000],
+                                             stage=str(Stage.PUBLISHED), run_id=context.run.run_id))
             mark_alerted(context, "merge_conflict")
             raise
         if outcome.status == "awaiting_approval":
             alerts.router().raise_alert(approval_request(batch, outcome, alerts.playbook_base_url, run_url))
-        metadata: dict[str, Any] = {"status": outcome.status, "lakefs_branch": batch.branch,
-                                    "batch_commit": outcome.batch_commit}
+            required = dataset.publish.required_approvals
+            state, reason = BatchState.AWAITING_APPROVAL, (
+                f"every gate passed; waits for {required} data owner approval{'s' if required > 1 else ''} of "
+                f"commit {outcome.batch_commit[:12]}")
+        else:
+            state, reason = BatchState.PUBLISHED, f"published as {outcome.version_tag} on main"
+        recorded = store.ledger.record(BatchOutcome(
+            tenant.name, dataset.name, batch.batch_id, state, reason, stage=str(Stage.PUBLISHED),
+            commit_id=outcome.batch_commit, main_commit=outcome.main_commit, version_tag=outcome.version_tag,
+            run_id=context.run.run_id), reported=True)  # this materialization reports it
+        metadata = outcome_metadata(recorded, batch.repo.name, lakefs.web_url)
         conservation = outcome.summary.get("conservation", {})
         metadata["dagster/row_count"] = int(conservation.get("published", 0))
         for name in ("records_in", "quarantined", "duplicates"):
             metadata[name] = int(conservation.get(name, 0))
-        if outcome.main_commit:
-            metadata["main_commit"] = outcome.main_commit
-            metadata["version_tag"] = outcome.version_tag
-        context.log.info(f"batch {batch.batch_id}: {outcome.status} {outcome.version_tag or ''}")
+        if outcome.summary.get("label_distribution"):
+            metadata["label_distribution"] = label_table(outcome.summary["label_distribution"])
+        context.log.info(f"batch {batch.batch_id}: {reason}")
         return dg.MaterializeResult(metadata=metadata)
 
     job = dg.define_asset_job(

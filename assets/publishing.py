@@ -7,9 +7,14 @@ CLI (``trainyard approve``) or from this job records the same audit row; whichev
 """
 
 # No `from __future__ import annotations`: Dagster inspects the real annotations of ops and sensors.
+import json
+
 import dagster as dg
 
+from assets.metadata import outcome_metadata
+from dagster_project.gates import GATES, stages_after
 from dagster_project.lakefs import MergeConflict
+from dagster_project.layout import Stage
 from dagster_project.publishing.approvals import Verdict
 from dagster_project.publishing.decisions import (
     NotAwaitingApproval,
@@ -17,6 +22,7 @@ from dagster_project.publishing.decisions import (
     decide,
     merge_if_approved,
 )
+from dagster_project.publishing.ledger import BatchOutcome, BatchState
 from dagster_project.publishing.publish import PublishRefused, merge_conflict_alert
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import Batch
@@ -27,6 +33,7 @@ from resources.slack import AlertsResource
 
 DECISION_JOB = "data_owner_decision"
 MERGE_SENSOR = "approved_batch_merge_sensor"
+OUTCOME_SENSOR = "batch_outcome_sensor"
 CLEANUP_JOB = "rejected_branch_cleanup"
 
 
@@ -43,6 +50,39 @@ class DecisionConfig(dg.Config):
     commit: str = ""
     """The publish candidate commit you reviewed (from the approval request); required to approve."""
     reason: str = ""
+
+
+def outcome_events(outcome: BatchOutcome, repository: str, web_url: str | None) -> list:
+    """How a batch's end shows on its ``published`` partition.
+
+    A materialization when the partition's latest metadata would otherwise be stale (a candidate that was merged,
+    rejected or conflicted); an observation when the batch never materialized ``published`` (its run failed at a
+    gate), so the partition stays failed in the UI and the observation says why. A batch stopped at a stage also
+    gets one evaluation per later check, saying it was not evaluated and which gate stopped the batch -- otherwise
+    the UI shows those checks as "execution failed", as if each had failed.
+    """
+    key = dg.AssetKey([outcome.tenant, outcome.dataset, "published"])
+    metadata = outcome_metadata(outcome, repository, web_url)
+    description = f"{outcome.state.value}: {outcome.reason}"
+    events: list = []
+    if outcome.state is BatchState.PUBLISHED or (outcome.materialized and outcome.state in (
+            BatchState.REJECTED, BatchState.MERGE_CONFLICT)):
+        events.append(dg.AssetMaterialization(key, partition=outcome.batch_id, description=description,
+                                              metadata=metadata))
+    else:
+        events.append(dg.AssetObservation(key, partition=outcome.batch_id, description=description,
+                                          metadata=metadata))
+    if outcome.state in (BatchState.BLOCKED, BatchState.DROP_REJECTED) and outcome.stage:
+        stopped_by = f"gate {outcome.gate} on {outcome.stage}" if outcome.gate else f"stage {outcome.stage}"
+        later = stages_after(Stage(outcome.stage), inclusive=outcome.state is BatchState.DROP_REJECTED)
+        for gate in (g for g in GATES if g.stage in later):
+            events.append(dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey([outcome.tenant, outcome.dataset, str(gate.stage)]), check_name=gate.name,
+                passed=False, severity=dg.AssetCheckSeverity.WARN, partition=outcome.batch_id,
+                description=f"not evaluated: batch {outcome.batch_id} was stopped earlier by {stopped_by}",
+                metadata={"status": "not_evaluated", "stopped_by": outcome.gate or outcome.stage,
+                          "outcome": outcome.reason}))
+    return events
 
 
 def build_publishing_definitions(tenants: TenantsConfig, settings: Settings) -> dg.Definitions:
@@ -91,12 +131,21 @@ def build_publishing_definitions(tenants: TenantsConfig, settings: Settings) -> 
                     continue
                 except MergeConflict as exc:  # nothing merged; the branch stays for the data owner to resolve
                     alerts.router().raise_alert(merge_conflict_alert(batch, str(exc), alerts.playbook_base_url, None))
+                    store.ledger.record(BatchOutcome(
+                        tenant_name, dataset_name, batch_id, BatchState.MERGE_CONFLICT,
+                        f"merging the approved commit into main conflicted; nothing was merged: {exc}"[:1000],
+                        stage="published", commit_id=pending.commit_id))
                     continue
                 except Exception as exc:  # one broken batch must not stop every other batch from merging
                     context.log.warning(f"{tenant_name}/{dataset_name} {batch_id}: not merged: {exc}")
                     failed.append(f"{tenant_name}/{dataset_name} {batch_id}: {type(exc).__name__}: {exc}")
                     continue
                 if outcome.status == "published":
+                    store.ledger.record(BatchOutcome(
+                        tenant_name, dataset_name, batch_id, BatchState.PUBLISHED,
+                        f"approved by {', '.join(outcome.approved_by)}; published as {outcome.version_tag} on main",
+                        stage="published", commit_id=outcome.batch_commit, main_commit=outcome.main_commit,
+                        version_tag=outcome.version_tag, actor=", ".join(outcome.approved_by)))
                     merged.append(f"{tenant_name}/{dataset_name} {batch_id} -> {outcome.version_tag}")
                     context.log.info(f"merged {merged[-1]} at {outcome.main_commit}")
             if failed:  # the tick fails (and, repeated, alerts); the batches stay pending for the next tick
@@ -104,6 +153,29 @@ def build_publishing_definitions(tenants: TenantsConfig, settings: Settings) -> 
                                    f"(merged {len(merged)}): {'; '.join(failed[:5])}")
             return dg.SkipReason(f"merged {len(merged)}: {', '.join(merged)}" if merged
                                  else "no newly approved batches")
+
+    datasets = {(t.name, d.name): t for t, d in tenants.datasets()}
+
+    @dg.sensor(name=OUTCOME_SENSOR, minimum_interval_seconds=settings.sensor_interval_seconds,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Shows where each batch ended on its `published` partition when that happened outside "
+                           "a run that could say so: blocked by a gate (and which later checks never ran), "
+                           "merged after approval, rejected, in conflict with main.")
+    def batch_outcome_sensor(context: dg.SensorEvaluationContext, approvals: ApprovalsResource,
+                             lakefs: LakeFSResource, alerts: AlertsResource) -> dg.SensorResult:
+        with alerts.watch_tick(OUTCOME_SENSOR):
+            ledger = approvals.store().ledger
+            # The previous tick's events are stored with its cursor; only now are they known to be in Dagster.
+            for key, revision in json.loads(context.cursor or "{}").items():
+                ledger.mark_reported(*key.split("/", 2), revision=revision)
+            events, reported = [], {}
+            for outcome in ledger.unreported():
+                tenant = datasets.get((outcome.tenant, outcome.dataset))
+                if tenant is not None:  # a dataset removed from the configuration has no assets to report on
+                    events += outcome_events(outcome, tenant.lakefs_repository, lakefs.web_url)
+                reported[f"{outcome.tenant}/{outcome.dataset}/{outcome.batch_id}"] = outcome.revision
+            return dg.SensorResult(asset_events=events, cursor=json.dumps(reported, sort_keys=True),
+                                   skip_reason=None if events else "no new batch outcomes")
 
     @dg.op(description="Delete the lakeFS branches of batches rejected longer ago than the retention period.")
     def delete_expired_rejected_branches(context: dg.OpExecutionContext, lakefs: LakeFSResource,
@@ -120,5 +192,6 @@ def build_publishing_definitions(tenants: TenantsConfig, settings: Settings) -> 
     cleanup_schedule = dg.ScheduleDefinition(job=rejected_branch_cleanup, cron_schedule="30 3 * * *",
                                              default_status=dg.DefaultScheduleStatus.RUNNING,
                                              name=f"{CLEANUP_JOB}_daily")
-    return dg.Definitions(jobs=[data_owner_decision, rejected_branch_cleanup], sensors=[approved_batch_merge_sensor],
+    return dg.Definitions(jobs=[data_owner_decision, rejected_branch_cleanup],
+                          sensors=[approved_batch_merge_sensor, batch_outcome_sensor],
                           schedules=[cleanup_schedule])

@@ -33,6 +33,11 @@ class LakeFSResource(dg.ConfigurableResource, ABC):
     def repository(self, name: str) -> LakeFSPort:
         """The tenant repository ``name`` (it may not exist yet: see :meth:`prepare_repository`)."""
 
+    @property
+    def web_url(self) -> str | None:
+        """The lakeFS web UI, for links in asset metadata (None: no UI to link to)."""
+        return None
+
     def storage_namespace(self, repository: str) -> str:
         return f"{self.storage_namespace_root.rstrip('/')}/{repository}"
 
@@ -59,6 +64,13 @@ class LakeFSServerResource(LakeFSResource):
     access_key_id: str
     secret_access_key: str
     """Pass it as ``dg.EnvVar("TRAINYARD_LAKEFS_SECRET_ACCESS_KEY")``."""
+
+    ui_url: str | None = None
+    """lakeFS web UI base URL (normally ``url``); empty for a server without a UI, such as the emulator."""
+
+    @property
+    def web_url(self) -> str | None:
+        return self.ui_url or None
 
     @property
     def api_url(self) -> str:

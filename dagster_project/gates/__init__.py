@@ -11,7 +11,9 @@ from dagster_project.gates.registry import (
     gates_for,
     read_gate_results,
     record_gate,
+    sentence,
+    stages_after,
 )
 
 __all__ = ["GATES", "Gate", "blocking_gate_names", "evaluate", "evaluate_and_record", "gate", "gates_for",
-           "read_gate_results", "record_gate"]
+           "read_gate_results", "record_gate", "sentence", "stages_after"]

@@ -26,6 +26,7 @@ from dagster_project.quality.slices import slice_metrics
 from dagster_project.quality.synthetic import classifier_two_sample_test, synthetic_share
 from dagster_project.stages.batch import DUPLICATES_FILE, GOLD_FILE, Batch
 from dagster_project.stages.ingest import read_payloads
+from dagster_project.stages.labeling import GOLD_ITEM_PREFIX, gold_sample_size
 from dagster_project.stages.runners import batch_judgements, build_published
 
 MIN_GOLD_SUPPORT = 10
@@ -105,6 +106,26 @@ def evaluate_pii_residual(batch: Batch) -> GateResult:
     tasks = batch.read(Stage.LABELING_TASKS).drop_duplicates("item_id")
     frame = pd.DataFrame({"record_id": tasks["item_id"], "text": tasks["text"]})
     return pii_residual(frame, "text", batch.dataset.gates.max_pii_residual)
+
+
+def evaluate_gold_set(batch: Batch) -> GateResult:
+    """Gold items mixed into the batch must reach what ``gold_rate`` asks for, *before* anything is sent to a
+    vendor: without them the annotations cannot be measured, and the batch would be labelled at full cost for
+    nothing. (A missing gold set is the data owner's to fix, not a fault of the client's data.)"""
+    if batch.dataset.gold_rate == 0:
+        return _not_applicable("gold_set", 0.0, Comparison.AT_LEAST, "dataset gold_rate is 0")
+    tasks = batch.read(Stage.LABELING_TASKS)
+    items = int(tasks.loc[~tasks["item_id"].str.startswith(GOLD_ITEM_PREFIX), "item_id"].nunique())
+    gold = batch.read(Stage.LABELING_TASKS, GOLD_FILE)
+    wanted = gold_sample_size(items, batch.dataset.gold_rate)
+    worst = []
+    if len(gold) < wanted:
+        where = f"{batch.tenant.landing_prefix}/{batch.dataset.name}/gold/"
+        worst = [{"problem": f"the gold set under {where} is missing or empty" if gold.empty else
+                  f"the gold set under {where} gave {len(gold)} of the {wanted} gold items needed",
+                  "fix": f"the data owner uploads gold items (text and label) to {where}, then re-runs the batch"}]
+    return GateResult(name="gold_set", passed=len(gold) >= wanted, value=float(len(gold)), threshold=float(wanted),
+                      comparison=Comparison.AT_LEAST, sample_size=items, worst=worst)
 
 
 def evaluate_gold_accuracy(batch: Batch) -> GateResult:

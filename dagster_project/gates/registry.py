@@ -33,29 +33,38 @@ class Gate:
     blocking: bool
     summary: str
     evaluate: Callable[[Batch], GateResult]
+    unit: str = "score"
+    """How the value reads: ``share`` (a percentage), ``count`` or ``score``."""
+    reads: str = ""
+    """What the value is, after the number: ``PII findings left in texts about to go to vendors``."""
 
 
 GATES: tuple[Gate, ...] = (
     Gate("completeness", Stage.CLEAN, True, "share of records with every required field present",
-         e.evaluate_completeness),
+         e.evaluate_completeness, "share", "of records have every required field"),
     Gate("duplicate_rate", Stage.DEDUP, True, "share of records that duplicate the batch or main",
-         e.evaluate_duplicate_rate),
-    Gate("synthetic_share", Stage.DEDUP, True, "share of records flagged synthetic", e.evaluate_synthetic_share),
+         e.evaluate_duplicate_rate, "share", "of records duplicate another record of the batch or of main"),
+    Gate("synthetic_share", Stage.DEDUP, True, "share of records flagged synthetic", e.evaluate_synthetic_share,
+         "share", "of records are flagged synthetic"),
     Gate("synthetic_fidelity", Stage.DEDUP, True, "classifier two-sample test, synthetic vs real (AUC near 0.5)",
-         e.evaluate_synthetic_fidelity),
+         e.evaluate_synthetic_fidelity, "score", "is |AUC - 0.5| of a classifier telling synthetic from real"),
+    Gate("gold_set", Stage.LABELING_TASKS, True, "gold items mixed in before anything goes to a vendor",
+         e.evaluate_gold_set, "count", "gold items were mixed into the tasks"),
     Gate("pii_residual", Stage.LABELING_TASKS, True, "PII left in texts about to be sent to vendors",
-         e.evaluate_pii_residual),
+         e.evaluate_pii_residual, "count", "PII findings are left in texts about to go to vendors"),
     Gate("gold_accuracy", Stage.ANNOTATIONS, True, "accuracy on known-answer items, per annotator and overall",
-         e.evaluate_gold_accuracy),
+         e.evaluate_gold_accuracy, "share", "is the lowest Wilson upper bound of gold accuracy"),
     Gate("agreement", Stage.CONSOLIDATED_LABELS, True, "Krippendorff's alpha between annotators",
-         e.evaluate_agreement),
-    Gate("class_balance", Stage.CONSOLIDATED_LABELS, True, "smallest class share", e.evaluate_class_balance),
+         e.evaluate_agreement, "score", "is Krippendorff's alpha between annotators"),
+    Gate("class_balance", Stage.CONSOLIDATED_LABELS, True, "smallest class share", e.evaluate_class_balance,
+         "share", "is the smallest class's share"),
     Gate("drift", Stage.CONSOLIDATED_LABELS, True, "largest PSI of any feature or the labels against main",
-         e.evaluate_drift),
+         e.evaluate_drift, "score", "is the largest PSI of a feature against main"),
     Gate("slice_audit", Stage.CONSOLIDATED_LABELS, False, "slices with worse agreement, accuracy or coverage",
-         e.evaluate_slice_audit),
+         e.evaluate_slice_audit, "count", "slices are clearly worse than the batch overall"),
     Gate("aggregation_consistency", Stage.CONSOLIDATED_LABELS, False,
-         "share of items where Dawid-Skene and majority vote disagree", e.evaluate_aggregation_consistency),
+         "share of items where Dawid-Skene and majority vote disagree", e.evaluate_aggregation_consistency,
+         "share", "of items get another label from Dawid-Skene than from majority vote"),
 )
 
 
@@ -64,6 +73,35 @@ def gate(name: str) -> Gate:
         if candidate.name == name:
             return candidate
     raise KeyError(f"no gate named '{name}'")
+
+
+def _figure(value: float, unit: str) -> str:
+    if unit == "share":
+        return f"{value * 100:.4g}%"
+    if float(value).is_integer():
+        return str(int(value))
+    return format(value, ".3g")
+
+
+def sentence(result: GateResult) -> str:
+    """One sentence a person reads, e.g. ``pii_residual: 110 PII findings are left in texts about to go to
+    vendors; at most 0 allowed -- FAILED``. (``describe()`` for a result no gate of this registry made.)"""
+    try:
+        spec = gate(result.name)
+    except KeyError:
+        return result.describe()
+    if result.not_applicable:
+        return f"{result.name}: not applicable ({result.not_applicable}); passed"
+    bound = "allowed" if result.comparison.value == "<=" else "required"
+    verdict = "passed" if result.passed else "FAILED"
+    return (f"{result.name}: {_figure(result.value, spec.unit)} {spec.reads}; {result.comparison.phrase} "
+            f"{_figure(result.threshold, spec.unit)} {bound} (n={result.sample_size}) -- {verdict}")
+
+
+def stages_after(stage: Stage, inclusive: bool = False) -> list[Stage]:
+    """The stages that come after ``stage`` in a batch (and ``stage`` itself if ``inclusive``)."""
+    order = list(Stage)
+    return order[order.index(stage) + (0 if inclusive else 1):]
 
 
 def gates_for(stage: Stage) -> tuple[Gate, ...]:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from dagster_project.clock import as_utc, utcnow
 from dagster_project.db import create_tables, make_engine, named_lock
+from dagster_project.publishing.ledger import BatchLedger
 from dagster_project.quality.result import GateVerdicts, verdicts_from_json, verdicts_to_json
 from dagster_project.tenants import DatasetConfig, TenantConfig
 
@@ -155,6 +156,8 @@ class ApprovalStore:
             sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
         )
         create_tables(self.engine, self.metadata, schema)
+        self.ledger = BatchLedger(self.engine, schema)
+        """Where each batch ended (same database); :mod:`dagster_project.publishing.ledger`."""
 
     def record_candidate(self, tenant: str, dataset: str, batch_id: str, commit_id: str,
                          gates: GateVerdicts) -> None:

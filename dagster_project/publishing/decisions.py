@@ -16,6 +16,7 @@ from dagster_project.alerts import Alert, AlertKind, playbook_url
 from dagster_project.lakefs import Commit, LakeFSPort, RefNotFound
 from dagster_project.lakefs.metadata import PUBLISHED_STAGE, CommitMetadata
 from dagster_project.publishing.approvals import ApprovalState, ApprovalStore, Verdict, rejected_batches
+from dagster_project.publishing.ledger import BatchOutcome, BatchState
 from dagster_project.publishing.publish import PublishOutcome, check_gates, merge_batch, record_if_ours
 from dagster_project.publishing.versions import diff_published, find_published_version
 from dagster_project.stages.batch import Batch
@@ -37,7 +38,8 @@ def publish_candidate(batch: Batch) -> tuple[Commit, CommitMetadata]:
         raise NotAwaitingApproval(
             f"{batch.tenant.name}/{batch.dataset.name} batch {batch.batch_id}: branch {batch.branch} head "
             f"{head.id[:12]} is not a publish candidate (stage {meta.stage if meta else '-'}); "
-            "only batches whose gates passed and that wait for approval can be approved")
+            "only batches whose gates passed and that wait for approval can be approved; `trainyard show` says "
+            "where it stands, and `trainyard reject` closes out a blocked batch")
     return head, meta
 
 
@@ -56,6 +58,8 @@ def decide(batch: Batch, store: ApprovalStore, actor: str, verdict: Verdict, rea
     """
     if find_published_version(batch.repo, batch.dataset.name, batch.batch_id) is not None:
         raise NotAwaitingApproval(f"batch {batch.batch_id} is already on main")
+    if verdict == Verdict.REJECT:
+        return close_out(batch, store, actor, reason, commit)
     head, _ = publish_candidate(batch)
     if commit is not None:
         if len(commit) < MIN_COMMIT_PREFIX:
@@ -68,6 +72,30 @@ def decide(batch: Batch, store: ApprovalStore, actor: str, verdict: Verdict, rea
     if not state.rejected:  # back on the merge sensor's list, e.g. an owner who rejected now approves
         store.mark_pending(batch.tenant.name, batch.dataset.name, batch.batch_id, head.id)
     return state
+
+
+def close_out(batch: Batch, store: ApprovalStore, actor: str, reason: str, commit: str | None = None) -> ApprovalState:
+    """Reject the batch as it stands -- a publish candidate, or a batch a gate blocked (whose branch may hold PII):
+    the decision is recorded like any other, the batch leaves every list of things to merge, and its branch goes
+    after the retention period like every rejected batch's."""
+    try:
+        head_id = batch.repo.branch_head(batch.branch)
+    except RefNotFound as exc:
+        raise NotAwaitingApproval(f"batch {batch.batch_id}: branch {batch.branch} does not exist (never processed, "
+                                  "or already cleaned up)") from exc
+    if commit is not None and len(commit) < MIN_COMMIT_PREFIX:
+        raise ValueError(f"the commit needs at least {MIN_COMMIT_PREFIX} characters of its id, got {commit!r}")
+    if commit is not None and not head_id.startswith(commit.lower()):
+        raise NotAwaitingApproval(f"batch {batch.batch_id}: you reviewed commit {commit}, but the branch is now at "
+                                  f"{head_id[:12]}; look at it again first")
+    previous = store.ledger.get(batch.tenant.name, batch.dataset.name, batch.batch_id)
+    store.decide(batch.tenant, batch.dataset, batch.batch_id, head_id, actor, Verdict.REJECT, reason)
+    store.clear_pending(batch.tenant.name, batch.dataset.name, batch.batch_id)
+    was = f" (was {previous.state.value}: {previous.reason})" if previous else ""
+    store.ledger.record(BatchOutcome(batch.tenant.name, batch.dataset.name, batch.batch_id, BatchState.REJECTED,
+                                     f"rejected by {actor.lower()}: {reason}{was}"[:1000], stage=previous.stage
+                                     if previous else None, commit_id=head_id, actor=actor.lower()))
+    return store.state(batch.tenant, batch.dataset, batch.batch_id, head_id)
 
 
 def merge_if_approved(batch: Batch, store: ApprovalStore) -> PublishOutcome:
@@ -89,7 +117,7 @@ def merge_if_approved(batch: Batch, store: ApprovalStore) -> PublishOutcome:
     main_commit, tag = merge_batch(batch, candidate, approved_by=state.approvers, approved_commit=head.id,
                                    commit=head.id, store=store)
     store.clear_pending(batch.tenant.name, batch.dataset.name, batch.batch_id)
-    return PublishOutcome("published", head.id, None, main_commit, tag)
+    return PublishOutcome("published", head.id, None, main_commit, tag, approved_by=state.approvers)
 
 
 def approval_request(batch: Batch, outcome: PublishOutcome, playbook_base_url: str, run_url: str | None) -> Alert:

@@ -48,6 +48,7 @@ class PublishOutcome:
     version_tag: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
     gates: list[GateResult] = field(default_factory=list)
+    approved_by: tuple[str, ...] = ()
 
 
 def check_gates(batch: Batch) -> list[GateResult]:

@@ -55,10 +55,11 @@ class Harness:
                            vendors=vendors)
 
     def process(self, tenant: TenantConfig, dataset: DatasetConfig, plan: DropPlan, publish: bool = True,
-                with_store: bool = True) -> BatchRun:
+                with_store: bool = True, gold_set: bool = True) -> BatchRun:
         """Upload the drop (and the dataset's gold set) and run every stage and gate, then publish."""
         upload_drop(self.s3, BUCKET, plan)
-        upload_gold_set(self.s3, BUCKET, tenant, dataset)
+        if gold_set:
+            upload_gold_set(self.s3, BUCKET, tenant, dataset)
         batch = self.batch(tenant, dataset, plan.drop_prefix.rstrip("/").rsplit("/", 1)[1])
         return run_batch(batch, self.inputs(tenant, dataset), publish, self.store if with_store else None)
 

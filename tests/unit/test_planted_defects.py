@@ -25,8 +25,9 @@ from tests.unit.harness import Harness
 N = 400
 
 
-def process(pipeline: Harness, tenant: TenantConfig, dataset: DatasetConfig, plan: DropPlan) -> BatchRun:
-    return pipeline.process(tenant, dataset, plan)
+def process(pipeline: Harness, tenant: TenantConfig, dataset: DatasetConfig, plan: DropPlan,
+            gold_set: bool = True) -> BatchRun:
+    return pipeline.process(tenant, dataset, plan, gold_set=gold_set)
 
 
 def jsonl_drop(tenant: TenantConfig, dataset: DatasetConfig, name: str, records: list[dict]) -> DropPlan:
@@ -45,6 +46,8 @@ class Defect:
     gate: str
     tenant: str
     build: Callable[[TenantConfig, DatasetConfig], tuple[DatasetConfig, DropPlan]]
+    gold_set: bool = True
+    """Whether the data owner uploaded the dataset's gold set."""
 
 
 def low_agreement(tenant: TenantConfig, dataset: DatasetConfig) -> tuple[DatasetConfig, DropPlan]:
@@ -99,6 +102,10 @@ def wrong_synthetic(tenant: TenantConfig, dataset: DatasetConfig) -> tuple[Datas
                                synthetic_share=0.25, synthetic_shifted=True)
 
 
+def no_gold_set(tenant: TenantConfig, dataset: DatasetConfig) -> tuple[DatasetConfig, DropPlan]:
+    return dataset, build_drop(tenant, dataset, "no-gold", N, seed=33, plant_defects=False)
+
+
 DEFECTS = {
     "low_agreement": Defect("agreement", "northbank", low_agreement),
     "spamming_annotator": Defect("gold_accuracy", "northbank", spamming_annotator),
@@ -109,6 +116,7 @@ DEFECTS = {
     "duplicates": Defect("duplicate_rate", "northbank", duplicates),
     "too_much_synthetic": Defect("synthetic_share", "stahlwerk", too_much_synthetic),
     "wrong_synthetic": Defect("synthetic_fidelity", "stahlwerk", wrong_synthetic),
+    "no_gold_set": Defect("gold_set", "northbank", no_gold_set, gold_set=False),
 }
 
 
@@ -125,7 +133,7 @@ def test_defect_is_blocked_by_its_own_gate(name: str, pipeline: Harness, example
         reference = process(pipeline, tenant, dataset, build_drop(tenant, dataset, "reference", N, seed=40))
         assert reference.published is not None and reference.published.status == "published"
 
-    run = process(pipeline, tenant, dataset, plan)
+    run = process(pipeline, tenant, dataset, plan, gold_set=defect.gold_set)
 
     assert run.blocked_by == [defect.gate], {k: v for k, v in run.outcomes.items() if not v.passed}
     outcome = run.outcomes[defect.gate]
