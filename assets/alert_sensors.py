@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from dagster_project import layout
-from dagster_project.alerts import is_stalled, run_failed_alert, run_stalled_alert
+from dagster_project.alerts import Alert, AlertKind, is_stalled, run_failed_alert, run_stalled_alert
 from dagster_project.clock import as_utc, utcnow
 from dagster_project.settings import Settings
 from dagster_project.tenants import TenantsConfig
@@ -61,6 +61,16 @@ class FailureCursor:
                            "done": dict(sorted(self.done.items()))})
 
 
+def owner_of(run: dg.DagsterRun) -> tuple[str | None, str | None]:
+    """The tenant and dataset a run belongs to: its tags, or -- for a run launched from the UI's Materialize
+    button, which carries no job tags -- the ``[tenant, dataset, stage]`` keys of the assets it materializes."""
+    tenant, dataset = run.tags.get(layout.TENANT_TAG), run.tags.get(layout.DATASET_TAG)
+    if tenant and dataset:
+        return tenant, dataset
+    owners = {tuple(key.path[:2]) for key in (run.asset_selection or ()) if len(key.path) == 3}
+    return next(iter(owners)) if len(owners) == 1 else (None, None)
+
+
 def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
     """What the run's failure event says (or a plain 'run failed')."""
     events = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE, limit=1,
@@ -80,6 +90,12 @@ def last_progress(instance: dg.DagsterInstance, record: dg.RunRecord) -> datetim
 
 def build_alert_definitions(tenants: TenantsConfig, settings: Settings) -> dg.Definitions:
     channels = {tenant.name: tenant.slack_channel for tenant in tenants.tenants}
+    by_name = {tenant.name: tenant for tenant in tenants.tenants}
+
+    def mentions(alert: Alert) -> tuple[str, ...]:
+        """Who a message notifies, from the tenants file as it is now (owners change)."""
+        tenant = by_name.get(alert.tenant)
+        return tenant.mentions_for(alert.kind is AlertKind.APPROVAL_REQUESTED) if tenant else ()
 
     @dg.sensor(
         name=RUN_FAILURE_ALERT_SENSOR,
@@ -102,11 +118,14 @@ def build_alert_definitions(tenants: TenantsConfig, settings: Settings) -> dg.De
                 run = record.dagster_run
                 if run.run_id in cursor.done:
                     continue
-                tenant, dataset = run.tags.get(layout.TENANT_TAG), run.tags.get(layout.DATASET_TAG)
-                if tenant in channels and dataset and not run.tags.get(layout.ALERTED_TAG):
+                tenant, dataset = owner_of(run)
+                if not run.tags.get(layout.ALERTED_TAG):  # every failed run reaches someone
+                    known = tenant in channels and dataset
                     router.raise_alert(run_failed_alert(
-                        tenant=tenant, dataset=dataset, batch_id=run.tags.get("dagster/partition"), job=run.job_name,
-                        error=failure_message(context.instance, run.run_id), channel=channels[tenant],
+                        tenant=tenant if known else "platform", dataset=dataset if known else run.job_name,
+                        batch_id=run.tags.get("dagster/partition"), job=run.job_name,
+                        error=failure_message(context.instance, run.run_id),
+                        channel=channels[tenant] if known else alerts.platform_channel,
                         playbook_base_url=alerts.playbook_base_url, run_url=alerts.run_url(run.run_id)))
                     alerted += 1
                 cursor = cursor.past(record.update_timestamp, run.run_id)
@@ -155,7 +174,7 @@ def build_alert_definitions(tenants: TenantsConfig, settings: Settings) -> dg.De
     def alert_delivery_sensor(context: dg.SensorEvaluationContext, alerts: AlertsResource,
                               slack: SlackResource) -> dg.SkipReason:
         with alerts.watch_tick(ALERT_DELIVERY_SENSOR):
-            report = alerts.router().deliver(slack.sender())
+            report = alerts.router().deliver(slack.sender(), mentions=mentions)
             for error in report.errors:
                 context.log.warning(error)
             return dg.SkipReason(f"sent {report.sent}, retrying {report.retried}, failed {report.failed}"

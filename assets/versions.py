@@ -33,17 +33,21 @@ def build_version_definitions(tenant: TenantConfig, dataset: DatasetConfig, publ
                     "files and the lineage, exported as JSON next to the client's drops (exports/versions/). "
                     "Materialized by the version sensor whenever a new version is tagged.",
         tags=layout.dagster_tags(tenant.name, dataset.name),
+        # lakeFS or S3 briefly unreachable must not leave a version without its manifest: retry with backoff;
+        # a run that still fails is alerted by the run-failure sensor (whoever launched it).
+        retry_policy=dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL),
     )
     def training_manifest_asset(context: dg.AssetExecutionContext, lakefs: LakeFSResource,
                                 landing: ObjectStorageResource, approvals: ApprovalsResource) -> dg.MaterializeResult:
         repo = lakefs.repository(tenant.lakefs_repository)
         versions = trusted_versions(repo, tenant.name, dataset.name, approvals.store()).trusted
         if not versions:
-            raise dg.Failure(f"{tenant.name}/{dataset.name} has no published version yet")
+            raise dg.Failure(f"{tenant.name}/{dataset.name} has no published version yet", allow_retries=False)
         wanted = context.run.tags.get(layout.VERSION_TAG)
         version = next((v for v in versions if v.tag == wanted), None) if wanted else versions[-1]
         if version is None:
-            raise dg.Failure(f"{wanted} is not a version Trainyard published; nothing is exported for it")
+            raise dg.Failure(f"{wanted} is not a version Trainyard published; nothing is exported for it",
+                             allow_retries=False)
         manifest = training_manifest(repo, dataset.name, version)
         body = json.dumps(manifest, indent=2).encode("utf-8")
         s3 = landing.client()

@@ -21,6 +21,8 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError
 def make_engine(url: str | sa.URL) -> Engine:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":  # the embedded default lives under TRAINYARD_HOME
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # Wait for the write lock instead of failing when a sensor and a run write at the same time.
         return sa.create_engine(parsed, connect_args={"timeout": 30})
     return sa.create_engine(parsed, pool_pre_ping=True)

@@ -57,6 +57,12 @@ def batch_branch(dataset: str, batch_id: str) -> str:
     return f"batch-{dataset}-{batch_id}"
 
 
+def batch_id_of_branch(dataset: str, branch: str) -> str | None:
+    """The batch a ``batch-<dataset>-<batch_id>`` branch holds (None for any other ref)."""
+    prefix = batch_branch(dataset, "")
+    return branch[len(prefix):] or None if branch.startswith(prefix) else None
+
+
 def stage_dir(dataset: str, stage: Stage | str, batch_id: str) -> str:
     return f"datasets/{dataset}/{stage}/batch={batch_id}/"
 

@@ -9,6 +9,7 @@ Defaults describe the embedded local setup (moto S3 and the lakeFS emulator on l
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -76,7 +77,9 @@ class Settings(BaseSettings):
     platform_slack_channel: str = "#trainyard-platform-oncall"
     """Where alerts about the platform itself go (the sensors that serve every tenant)."""
     playbook_base_url: str | None = None
-    """Where on-call opens ``<kind>.md`` (e.g. the repository's ops_playbooks URL); the local folder if unset."""
+    """Where on-call opens ``<kind>.md`` (e.g. the repository's ops_playbooks URL). Unset: the Trainyard service
+    (the gatekeeper) serves them at ``<its origin>/playbooks/``, a web address Slack can open; without the service,
+    the local folder."""
     dagster_url: str = "http://127.0.0.1:3000"
     """Dagster UI base URL, for run links in alerts."""
 
@@ -86,7 +89,12 @@ class Settings(BaseSettings):
 
     @property
     def resolved_playbook_base_url(self) -> str:
-        return self.playbook_base_url or (PACKAGE_DIR.parent / "ops_playbooks").as_uri()
+        if self.playbook_base_url:
+            return self.playbook_base_url
+        if self.gatekeeper_url:
+            parts = urlsplit(self.gatekeeper_url)
+            return f"{parts.scheme}://{parts.netloc}/playbooks"
+        return (PACKAGE_DIR.parent / "ops_playbooks").as_uri()
 
     def secret_environment(self) -> dict[str, str]:
         """The secret settings as environment variables, for the Dagster processes the CLI starts (the code

@@ -20,6 +20,8 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]{1,40}$"
 """Tenant and dataset names become Dagster asset-key parts, group names and lakeFS path segments."""
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+SLACK_ID_PATTERN = r"^[USW][A-Z0-9]{2,20}$"
+"""A Slack member (``U``/``W``) or user group (``S``) id."""
 
 FieldType = Literal["string", "integer", "number", "boolean", "datetime"]
 
@@ -173,6 +175,10 @@ class TenantConfig(Strict):
     data_owner_channel: Annotated[str | None, Field(pattern=r"^#[a-z0-9._-]+$")] = None
     """Where approval requests go (defaults to ``slack_channel``)."""
     data_owners: list[str] = Field(min_length=1)
+    oncall_slack_id: Annotated[str | None, Field(pattern=SLACK_ID_PATTERN)] = None
+    """Who on-call alerts mention: a Slack user (``U…``) or user group (``S…``) id."""
+    slack_user_ids: dict[str, Annotated[str, Field(pattern=SLACK_ID_PATTERN)]] = {}
+    """Data owner email -> Slack user id, so approval requests mention them."""
     monthly_budget_usd: float = Field(gt=0)
     datasets: list[DatasetConfig] = Field(min_length=1)
 
@@ -183,6 +189,19 @@ class TenantConfig(Strict):
         if bad:
             raise ValueError(f"not an email address: {', '.join(bad)}")
         return owners
+
+    @model_validator(mode="after")
+    def _slack_ids_are_owners(self) -> TenantConfig:
+        owners = {o.lower() for o in self.data_owners}
+        if unknown := sorted(e for e in self.slack_user_ids if e.lower() not in owners):
+            raise ValueError(f"slack_user_ids: {', '.join(unknown)} not listed in data_owners")
+        return self
+
+    def mentions_for(self, approval: bool) -> tuple[str, ...]:
+        """The Slack ids a message should notify: the data owners for an approval request, else on-call."""
+        if approval:
+            return tuple(self.slack_user_ids[o] for o in self.data_owners if o in self.slack_user_ids)
+        return (self.oncall_slack_id,) if self.oncall_slack_id else ()
 
     @field_validator("landing_prefix")
     @classmethod
@@ -205,7 +224,15 @@ class TenantConfig(Strict):
         for dataset in self.datasets:
             if dataset.name == name:
                 return dataset
-        raise KeyError(f"tenant '{self.name}' has no dataset '{name}'")
+        raise UnknownName(f"tenant '{self.name}' has no dataset '{name}'; its datasets: "
+                          f"{', '.join(d.name for d in self.datasets)}")
+
+
+class UnknownName(KeyError):
+    """A tenant or dataset name that is not in the tenants file (the message lists the valid ones)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; a person reads this one
+        return str(self.args[0]) if self.args else ""
 
 
 class TenantsConfig(Strict):
@@ -223,7 +250,7 @@ class TenantsConfig(Strict):
         for tenant in self.tenants:
             if tenant.name == name:
                 return tenant
-        raise KeyError(f"no tenant '{name}'")
+        raise UnknownName(f"no tenant '{name}'; tenants: {', '.join(t.name for t in self.tenants)}")
 
     def datasets(self) -> list[tuple[TenantConfig, DatasetConfig]]:
         return [(t, d) for t in self.tenants for d in t.datasets]

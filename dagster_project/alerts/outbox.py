@@ -9,7 +9,7 @@ a message that failed permanently keeps its error for an operator to requeue.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -23,6 +23,7 @@ from dagster_project.db import create_tables, make_engine
 
 OUTBOX_TABLE = "trainyard_alert_outbox"
 INCIDENTS_TABLE = "trainyard_alert_incidents"
+ACKS_TABLE = "trainyard_alert_acknowledgements"
 
 
 class OutboxStatus(StrEnum):
@@ -39,6 +40,12 @@ class IncidentStatus(StrEnum):
 class MessageType(StrEnum):
     ALERT = "alert"
     RECOVERY = "recovery"
+    ACKNOWLEDGEMENT = "acknowledgement"
+    """Someone took the incident on; posted in the alert's thread."""
+
+
+THREADED = (MessageType.RECOVERY, MessageType.ACKNOWLEDGEMENT)
+"""Messages that belong in the original alert's Slack thread (and wait until it is delivered)."""
 
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
@@ -79,6 +86,10 @@ class Incident:
     last_notified_at: datetime | None
     resolved_at: datetime | None
     resolved_by: str | None
+    id: int = 0
+    acknowledged_by: str | None = None
+    """Who took the incident on since it (re)opened, if anyone."""
+    acknowledged_at: datetime | None = None
 
 
 class AlertOutbox:
@@ -126,6 +137,15 @@ class AlertOutbox:
             sa.Column("resolved_at", _TS),
             sa.Column("resolved_by", sa.String(255)),
         )
+        # Acknowledgements in a table of their own (append-only), so existing incident tables need no migration.
+        self.acks = sa.Table(
+            ACKS_TABLE, self.metadata,
+            sa.Column("id", _ID, primary_key=True, autoincrement=True),
+            sa.Column("dedupe_key", sa.String(512), nullable=False, index=True),
+            sa.Column("actor", sa.String(255), nullable=False),
+            sa.Column("note", sa.Text(), nullable=False, default=""),
+            sa.Column("acknowledged_at", _TS, nullable=False),
+        )
         self.create()
 
     def create(self) -> None:
@@ -151,9 +171,31 @@ class AlertOutbox:
         return None if row is None else self._message(row)
 
     def incident(self, dedupe_key: str) -> Incident | None:
+        """The incident with this dedupe key (or this numeric id, as Slack and ``trainyard alerts`` show it)."""
+        column = self.incidents.c.id if dedupe_key.isdigit() else self.incidents.c.dedupe_key
+        value = int(dedupe_key) if dedupe_key.isdigit() else dedupe_key
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(self.incidents).where(self.incidents.c.dedupe_key == dedupe_key)).first()
-        return None if row is None else self._incident(row)
+            row = conn.execute(sa.select(self.incidents).where(column == value)).first()
+        return None if row is None else self._with_ack(self._incident(row))
+
+    def incidents_list(self, status: IncidentStatus | None = None, limit: int = 200) -> list[Incident]:
+        """Incidents, most recently seen first (``trainyard alerts``)."""
+        query = sa.select(self.incidents).order_by(self.incidents.c.last_seen.desc()).limit(limit)
+        if status is not None:
+            query = query.where(self.incidents.c.status == status.value)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [self._with_ack(self._incident(row)) for row in rows]
+
+    def _with_ack(self, incident: Incident) -> Incident:
+        with self.engine.connect() as conn:
+            ack = conn.execute(sa.select(self.acks).where(
+                self.acks.c.dedupe_key == incident.dedupe_key, self.acks.c.acknowledged_at >= incident.first_seen)
+                .order_by(self.acks.c.id.desc()).limit(1)).first()
+        if ack is None:
+            return incident
+        return replace(incident, acknowledged_by=ack._mapping["actor"],
+                       acknowledged_at=as_utc(ack._mapping["acknowledged_at"]))
 
     def requeue(self, message_id: int, now: datetime | None = None) -> bool:
         """Put a ``failed_permanently`` message back to ``pending`` once its cause (e.g. the channel) is fixed."""
@@ -181,6 +223,6 @@ class AlertOutbox:
             dedupe_key=m["dedupe_key"], kind=m["kind"], channel=m["channel"], status=IncidentStatus(m["status"]),
             first_seen=as_utc(m["first_seen"]), last_seen=as_utc(m["last_seen"]), occurrences=int(m["occurrences"]),
             last_alert_id=m["last_alert_id"], last_notified_at=opt_utc(m["last_notified_at"]),
-            resolved_at=opt_utc(m["resolved_at"]), resolved_by=m["resolved_by"])
+            resolved_at=opt_utc(m["resolved_at"]), resolved_by=m["resolved_by"], id=int(m["id"]))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import email.utils
 import http.client
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -29,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dagster_project.alerts.blocks import render
 from dagster_project.alerts.model import Alert
-from dagster_project.alerts.outbox import AlertOutbox, IncidentStatus, MessageType, OutboxStatus
+from dagster_project.alerts.outbox import THREADED, AlertOutbox, Incident, IncidentStatus, MessageType, OutboxStatus
 from dagster_project.clock import as_utc, opt_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class AlertRouter:
             occurrences = 1 if reopened else current.occurrences + 1
             first_seen = now if reopened else current.first_seen
             payload = {"type": MessageType.ALERT.value, "alert": alert.model_dump(mode="json"),
-                       "occurrences": occurrences, "first_seen": first_seen.isoformat()}
+                       "occurrences": occurrences, "first_seen": first_seen.isoformat(), "incident_id": current.id}
             outbox_id = self._enqueue(conn, alert.dedupe_key, alert.kind.value, alert.channel, payload, now)
             conn.execute(sa.update(inc).where(inc.c.dedupe_key == alert.dedupe_key).values(
                 status=IncidentStatus.OPEN.value, kind=alert.kind.value, channel=alert.channel,
@@ -210,6 +211,30 @@ class AlertRouter:
             conn.execute(sa.update(inc).where(inc.c.dedupe_key == dedupe_key).values(
                 status=IncidentStatus.RESOLVED.value, resolved_at=now, resolved_by=resolved_by))
         return True
+
+    def acknowledge(self, incident_key: str, actor: str, note: str = "", now: datetime | None = None) -> Incident:
+        """Record that ``actor`` took the open incident on, and say so in the alert's Slack thread.
+
+        ``incident_key`` is the dedupe key or the incident's number. Raises ``LookupError`` for an unknown incident
+        and ``ValueError`` for one that is already resolved (nothing left to take on)."""
+        now = as_utc(now or utcnow())
+        incident = self.outbox.incident(incident_key)
+        if incident is None:
+            raise LookupError(f"no incident {incident_key!r}; `trainyard alerts` lists the open ones")
+        if incident.status is not IncidentStatus.OPEN:
+            raise ValueError(f"incident {incident.id} ({incident.dedupe_key}) was resolved at "
+                             f"{incident.resolved_at:%Y-%m-%d %H:%M} UTC by {incident.resolved_by}")
+        box = self.outbox.outbox
+        with self.outbox.engine.begin() as conn:
+            conn.execute(sa.insert(self.outbox.acks).values(dedupe_key=incident.dedupe_key, actor=actor, note=note,
+                                                            acknowledged_at=now))
+            original = conn.execute(sa.select(box.c.payload).where(box.c.id == incident.last_alert_id)).first()
+            if original is not None:
+                payload = {"type": MessageType.ACKNOWLEDGEMENT.value, "alert": original._mapping["payload"]["alert"],
+                           "original_id": incident.last_alert_id, "acknowledged_by": actor, "note": note,
+                           "acknowledged_at": now.isoformat(), "incident_id": incident.id}
+                self._enqueue(conn, incident.dedupe_key, incident.kind, incident.channel, payload, now)
+        return self.outbox.incident(incident.dedupe_key) or incident
 
     def _insert_incident_if_missing(self, conn: Connection, alert: Alert, now: datetime) -> None:
         values = {"dedupe_key": alert.dedupe_key, "kind": alert.kind.value, "channel": alert.channel,
@@ -245,7 +270,8 @@ class AlertRouter:
         return int(result.inserted_primary_key[0])
 
     # delivering ------------------------------------------------------------------------------------------------
-    def deliver(self, sender: Sender, now: datetime | None = None, limit: int = 100) -> DeliveryReport:
+    def deliver(self, sender: Sender, now: datetime | None = None, limit: int = 100,
+                mentions: Callable[[Alert], tuple[str, ...]] | None = None) -> DeliveryReport:
         """Send due pending messages oldest-first; record Slack's answer for each.
 
         429: the message and the rest of its channel wait for Retry-After. 5xx: exponential backoff and the
@@ -266,7 +292,7 @@ class AlertRouter:
         for message_id, channel in due:
             if channel in blocked:
                 continue
-            outcome = self._deliver_one(sender, int(message_id), now, report)
+            outcome = self._deliver_one(sender, int(message_id), now, report, mentions)
             if outcome is FailureKind.CONNECTION:
                 break
             if outcome is not None:
@@ -277,8 +303,8 @@ class AlertRouter:
         report.next_due = opt_utc(next_due)
         return report
 
-    def _deliver_one(self, sender: Sender, message_id: int, now: datetime,
-                     report: DeliveryReport) -> FailureKind | None:
+    def _deliver_one(self, sender: Sender, message_id: int, now: datetime, report: DeliveryReport,
+                     mentions: Callable[[Alert], tuple[str, ...]] | None = None) -> FailureKind | None:
         """Deliver one message; returns the failure kind when its channel should not be tried again this pass."""
         box = self.outbox.outbox
         with self.outbox.engine.begin() as conn:
@@ -290,13 +316,14 @@ class AlertRouter:
                 return None
             message = AlertOutbox._message(row)
             thread_ts: str | None = None
-            if message.message_type is MessageType.RECOVERY:
+            if message.message_type in THREADED:
                 original = conn.execute(sa.select(box.c.status, box.c.slack_ts)
                                         .where(box.c.id == int(message.payload["original_id"]))).first()
                 if original is not None and original.status == OutboxStatus.PENDING.value:
                     return FailureKind.TRANSIENT  # never announce the recovery before the alert itself
                 thread_ts = original.slack_ts if original is not None else None
-            text, blocks = render(message)
+            text, blocks = render(message, mentions(message.alert) if mentions and message.message_type is
+                                  MessageType.ALERT else ())
             attempts = message.attempts + 1
             key = message_key(message.id)
             try:

@@ -59,7 +59,7 @@ class LocalServices:
             raise ValueError("TRAINYARD_S3_ENDPOINT_URL must point at loopback to run the embedded S3")
         try:
             s3_host, s3_port = _host_port(settings.s3_endpoint_url)
-            self.s3 = self._stack.enter_context(start_s3(s3_host, s3_port))
+            self.s3 = self._stack.enter_context(start_s3(s3_host, s3_port, settings.home.resolve() / "s3"))
             lakefs_host, lakefs_port = _host_port(settings.lakefs_url)
             # The emulator, like a lakeFS server, hands LAKEFSACTION_* variables to action files.
             os.environ[SECRET_ENV] = settings.gatekeeper_secret.get_secret_value()

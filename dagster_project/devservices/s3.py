@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -50,9 +51,12 @@ def wait_until_healthy(url: str, timeout: float = 30.0, process: subprocess.Pope
     raise TimeoutError(f"{url} did not become healthy within {timeout:.0f}s")
 
 
-def start_s3(host: str = "127.0.0.1", port: int = 9310) -> RunningS3:
-    """Start ``moto_server`` on host:port and wait until it answers."""
-    moto = [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)]
+def start_s3(host: str = "127.0.0.1", port: int = 9310, state_dir: Path | None = None) -> RunningS3:
+    """Start ``moto_server`` on host:port and wait until it answers; with ``state_dir``, buckets and objects are
+    kept there across restarts (:mod:`dagster_project.devservices.s3_store`)."""
+    moto = [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)] if state_dir is None else [
+        sys.executable, "-m", "dagster_project.devservices.s3_store", "--host", host, "--port", str(port),
+        "--state-dir", str(state_dir)]
     env = {**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"}
     process = subprocess.Popen(moto, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     url = f"http://{host}:{port}"

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from dagster_project import layout
 from dagster_project.alerts import Alert, AlertKind, playbook_url
+from dagster_project.gates import sentence
 from dagster_project.lakefs import Commit, LakeFSPort, RefNotFound
 from dagster_project.lakefs.metadata import PUBLISHED_STAGE, CommitMetadata
 from dagster_project.publishing.approvals import ApprovalState, ApprovalStore, Verdict, rejected_batches
@@ -139,7 +140,7 @@ def approval_request(batch: Batch, outcome: PublishOutcome, playbook_base_url: s
             "approve": f"trainyard approve {where} --commit {outcome.batch_commit} --as <your email>",
             "reject": f"trainyard reject {where} --commit {outcome.batch_commit} --as <your email> --reason '<why>'",
             "label_changes": label_changes or ["no change in the label distribution"],
-            "gates": [g.describe() for g in outcome.gates],
+            "gates": [sentence(g) for g in outcome.gates],
         },
         # One request per candidate commit: a new candidate of the same batch is a new thing to review.
         dedupe_key=f"approval_requested:{batch.tenant.name}:{batch.dataset.name}:{batch.batch_id}:"

@@ -21,6 +21,7 @@ from dagster_project import layout
 from dagster_project.alerts import Alert, AlertKind, playbook_url
 from dagster_project.lakefs import LakeFSPort
 from dagster_project.lakefs.metadata import CommitMetadata
+from dagster_project.layout import Stage
 from dagster_project.publishing.approvals import ApprovalStore
 from dagster_project.tenants import TenantConfig
 
@@ -111,8 +112,19 @@ def published_records(repo: LakeFSPort, dataset: str, ref: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["record_id", "label"])
 
 
+class NothingPublished(ValueError):
+    """A batch branch that holds no publish candidate: comparing it would say "+0 records" about a batch that
+    never reached the published stage."""
+
+
 def diff_published(repo: LakeFSPort, dataset: str, left: str, right: str) -> VersionDiff:
     left_ref, right_ref = resolve_version(dataset, left), resolve_version(dataset, right)
+    for ref in (left_ref, right_ref):
+        batch_id = layout.batch_id_of_branch(dataset, ref)
+        if batch_id is not None and not repo.list_paths(ref, layout.stage_dir(dataset, Stage.PUBLISHED, batch_id)):
+            raise NothingPublished(f"branch {ref} holds no publish candidate: batch {batch_id} did not reach the "
+                                   "published stage (a gate blocked it, or it is still running), so nothing of it "
+                                   "would reach main")
     a = published_records(repo, dataset, left_ref).set_index("record_id")["label"]
     b = published_records(repo, dataset, right_ref).set_index("record_id")["label"]
     common = a.index.intersection(b.index)

@@ -107,5 +107,8 @@ def pii_residual(frame: pd.DataFrame, text_field: str, threshold: int = 0, id_fi
             {"record_id": _json_id(rid), "matches": int(row["matches"]), "kinds": list(row["kinds"])}
             for rid, row in per_record.iterrows()
         ]
+        by_kind = findings["kind"].value_counts().sort_index()
+        worst.append({"findings_by_kind": {str(k): int(n) for k, n in by_kind.items()}})
+        worst.append({"records_with_pii": f"{findings['record_id'].nunique()} of {len(frame)}"})
     return GateResult(name="pii_residual", passed=value <= threshold, value=value, threshold=float(threshold),
                       comparison=Comparison.AT_MOST, sample_size=len(frame), worst=worst)

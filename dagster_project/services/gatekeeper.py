@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from dagster_project.alerts import AlertKind, playbook_path
 from dagster_project.lakefs import LakeFSRepository, settings_client
 from dagster_project.publishing.approvals import ApprovalStore
 from dagster_project.publishing.gatekeeper import SECRET_HEADER, MergeDecision, gatekeeper_decider
@@ -29,6 +30,7 @@ from dagster_project.tenants import load_tenants
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/lakefs/pre-merge"
+PLAYBOOKS_PATH = "/playbooks/"
 DECISIONS_KEPT = 1000
 
 
@@ -47,10 +49,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        if self.path == "/healthz":
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
             self._answer(HTTPStatus.OK, {"status": "ok"})
+        elif path.startswith(PLAYBOOKS_PATH):
+            self._playbook(path[len(PLAYBOOKS_PATH):])
         else:
             self._answer(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def _playbook(self, name: str) -> None:
+        """The runbook of an alert kind, so the link in a Slack alert opens on a phone (no repository access)."""
+        kind = name.removesuffix(".md")
+        if kind not in {k.value for k in AlertKind}:
+            self._answer(HTTPStatus.NOT_FOUND, {"error": f"no playbook {name!r}"})
+            return
+        data = playbook_path(kind).read_bytes()
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")  # Markdown, readable as it is
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         if self.path.split("?", 1)[0] != WEBHOOK_PATH:

@@ -7,11 +7,21 @@ one) fails here, on any machine, instead of passing only where the services happ
 from __future__ import annotations
 
 import socket
+import uuid
+from pathlib import Path
 
+import boto3
+import dagster as dg
 import pytest
+from moto import mock_aws
 
-from dagster_project.settings import EXAMPLE_TENANTS_FILE
+from dagster_project import layout
+from dagster_project.definitions import build_definitions
+from dagster_project.devservices.sample_data import ensure_bucket
+from dagster_project.settings import EXAMPLE_TENANTS_FILE, SECRET_ENV_VARS, Settings
 from dagster_project.tenants import TenantsConfig, load_tenants
+from resources.lakefs import InMemoryLakeFSResource
+from resources.object_storage import ObjectStorageResource
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +52,39 @@ def _refusing_ip(original):
         return original(sock, address, *args, **kwargs)
 
     return refuse
+
+
+BUCKET = "unit-code-location"
+
+
+@pytest.fixture
+def location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The code location on in-memory lakeFS, moto in process and SQLite: (settings, defs, s3, lakefs, instance)."""
+    for name, value in {"TRAINYARD_HOME": str(tmp_path / "home"), "TRAINYARD_LANDING_BUCKET": BUCKET,
+                        "TRAINYARD_GATEKEEPER_URL": ""}.items():
+        monkeypatch.setenv(name, value)
+    secrets = {"database_url": f"sqlite:///{tmp_path / 'platform.db'}", "slack_bot_token": "xoxb-unit"}
+    for name, env in SECRET_ENV_VARS.items():
+        monkeypatch.setenv(env, secrets.get(name, "unit-secret"))
+    settings = Settings()
+    lakefs = InMemoryLakeFSResource(namespace=uuid.uuid4().hex)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        ensure_bucket(s3, BUCKET)
+        defs = build_definitions(settings, resources={
+            "lakefs": lakefs, "landing": ObjectStorageResource(
+                landing_bucket=BUCKET, access_key_id="unit", secret_access_key="unit-secret",
+                manifest_grace_minutes=0)})  # drops without a manifest are not held back
+        yield settings, defs, s3, lakefs, dg.DagsterInstance.ephemeral()
+
+
+def sense_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, tenant: str, dataset: str):
+    sensor = defs.resolve_sensor_def(layout.landing_sensor_name(tenant, dataset))
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+        sensed = sensor(context)
+    [request] = sensed.run_requests
+    for partitions in sensed.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(partitions.partitions_def_name, list(partitions.partition_keys))
+    job = defs.resolve_job_def(layout.job_name(tenant, dataset))
+    return request, job.execute_in_process(instance=instance, partition_key=request.partition_key,
+                                           tags=request.tags, raise_on_error=False)

@@ -130,7 +130,7 @@ def test_blocks_carry_what_failed_where_by_how_much_and_what_to_do() -> None:
         assert fragment in rendered, fragment
     assert "it-5" not in rendered  # the worst offenders are a short list
     assert "Repeated" not in rendered
-    assert "sample_size: 412" in rendered
+    assert "sample size: 412" in rendered
     context = [b for b in blocks if b["type"] == "context"][0]
     assert f"<{alert.playbook_url}|" in context["elements"][0]["text"]
 

@@ -9,60 +9,22 @@ from __future__ import annotations
 
 import functools
 import json
-import uuid
-from pathlib import Path
 
-import boto3
 import dagster as dg
 import pytest
-from moto import mock_aws
 
 from dagster_project import layout
 from dagster_project.alerts import AlertKind, AlertOutbox
 from dagster_project.clock import utcnow
 from dagster_project.definitions import build_definitions
-from dagster_project.devservices.sample_data import build_drop, ensure_bucket, upload_drop, upload_gold_set
+from dagster_project.devservices.sample_data import build_drop, upload_drop, upload_gold_set
 from dagster_project.gates import GATES
 from dagster_project.publishing.versions import tagged_versions
-from dagster_project.settings import SECRET_ENV_VARS, Settings
+from dagster_project.settings import Settings
 from dagster_project.tenants import load_tenants
-from resources.lakefs import InMemoryLakeFSResource
 from resources.object_storage import ObjectStorageResource
+from tests.unit.conftest import BUCKET, sense_and_run
 from tests.waiting import wait_until
-
-BUCKET = "unit-code-location"
-
-
-@pytest.fixture
-def location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    for name, value in {"TRAINYARD_HOME": str(tmp_path / "home"), "TRAINYARD_LANDING_BUCKET": BUCKET,
-                        "TRAINYARD_GATEKEEPER_URL": ""}.items():
-        monkeypatch.setenv(name, value)
-    secrets = {"database_url": f"sqlite:///{tmp_path / 'platform.db'}", "slack_bot_token": "xoxb-unit"}
-    for name, env in SECRET_ENV_VARS.items():
-        monkeypatch.setenv(env, secrets.get(name, "unit-secret"))
-    settings = Settings()
-    lakefs = InMemoryLakeFSResource(namespace=uuid.uuid4().hex)
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        ensure_bucket(s3, BUCKET)
-        defs = build_definitions(settings, resources={
-            "lakefs": lakefs, "landing": ObjectStorageResource(
-                landing_bucket=BUCKET, access_key_id="unit", secret_access_key="unit-secret",
-                manifest_grace_minutes=0)})  # drops without a manifest are not held back
-        yield settings, defs, s3, lakefs, dg.DagsterInstance.ephemeral()
-
-
-def sense_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, tenant: str, dataset: str):
-    sensor = defs.resolve_sensor_def(layout.landing_sensor_name(tenant, dataset))
-    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
-        sensed = sensor(context)
-    [request] = sensed.run_requests
-    for partitions in sensed.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(partitions.partitions_def_name, list(partitions.partition_keys))
-    job = defs.resolve_job_def(layout.job_name(tenant, dataset))
-    return request, job.execute_in_process(instance=instance, partition_key=request.partition_key,
-                                           tags=request.tags, raise_on_error=False)
 
 
 def test_a_drop_is_sensed_run_checked_and_published_with_no_server(location) -> None:

@@ -140,6 +140,8 @@ def test_pii_residual_counts_matches_and_names_records_not_values() -> None:
     assert outcome.worst == [
         {"record_id": "r3", "matches": 2, "kinds": ["card", "phone"]},
         {"record_id": "r1", "matches": 1, "kinds": ["email"]},
+        {"findings_by_kind": {"card": 1, "email": 1, "phone": 1}},  # over every finding, not only the worst
+        {"records_with_pii": "2 of 3"},
     ]
     text = as_json(outcome)
     assert "example.co.uk" not in text and "4111" not in text and "900123" not in text
