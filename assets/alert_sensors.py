@@ -75,7 +75,12 @@ def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
     """What the run's failure event says (or a plain 'run failed')."""
     events = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE, limit=1,
                                           ascending=False).records
-    return (events[0].event_log_entry.message if events else "") or "run failed"
+    message = (events[0].event_log_entry.message if events else "") or "run failed"
+    steps = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1,
+                                         ascending=False).records
+    event = steps[0].event_log_entry.dagster_event if steps else None
+    error = event.step_failure_data.error if event is not None and event.step_failure_data else None
+    return f"{message}\n{event.step_key}: {error.message.strip()}" if error is not None else message
 
 
 def last_progress(instance: dg.DagsterInstance, record: dg.RunRecord) -> datetime:

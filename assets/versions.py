@@ -40,7 +40,10 @@ def build_version_definitions(tenant: TenantConfig, dataset: DatasetConfig, publ
     def training_manifest_asset(context: dg.AssetExecutionContext, lakefs: LakeFSResource,
                                 landing: ObjectStorageResource, approvals: ApprovalsResource) -> dg.MaterializeResult:
         repo = lakefs.repository(tenant.lakefs_repository)
-        versions = trusted_versions(repo, tenant.name, dataset.name, approvals.store()).trusted
+        try:
+            versions = trusted_versions(repo, tenant.name, dataset.name, approvals.store()).trusted
+        except RefNotFound:  # the repository appears with the first batch: an answer, not an outage
+            versions = []
         if not versions:
             raise dg.Failure(f"{tenant.name}/{dataset.name} has no published version yet", allow_retries=False)
         wanted = context.run.tags.get(layout.VERSION_TAG)

@@ -27,7 +27,27 @@ from urllib.parse import parse_qsl
 API_PREFIX = "/api/"
 
 
+
+def invalid_blocks(blocks: list) -> str | None:
+    """The Block Kit rules Slack enforces that a rendering can get wrong: at most 50 blocks, a header's plain text
+    at most 150 characters, section text at most 3000, buttons' URLs web addresses (Slack refuses ``file://``)."""
+    if len(blocks) > 50:
+        return "no more than 50 items allowed [json-pointer:/blocks]"
+    for i, block in enumerate(blocks):
+        text = (block.get("text") or {}).get("text", "") if isinstance(block.get("text"), dict) else ""
+        if block.get("type") == "header" and len(text) > 150:
+            return f"must be less than 151 characters [json-pointer:/blocks/{i}/text]"
+        if block.get("type") == "section" and len(text) > 3000:
+            return f"must be less than 3001 characters [json-pointer:/blocks/{i}/text]"
+        for j, element in enumerate(block.get("elements", []) if block.get("type") == "actions" else []):
+            url = element.get("url")
+            if url is not None and not str(url).startswith(("http://", "https://")):
+                return f"invalid url [json-pointer:/blocks/{i}/elements/{j}/url]"
+    return None
+
+
 @dataclass(frozen=True)
+
 class ReceivedMessage:
     """A message Slack would have posted."""
 
@@ -147,6 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
             blocks = body.get("blocks")
             if isinstance(blocks, str):
                 blocks = json.loads(blocks)
+            if invalid := invalid_blocks(blocks or []):  # as Slack does: the whole message is refused
+                return 200, {"ok": False, "error": "invalid_blocks", "errors": [invalid]}, {}
             text = body.get("text")
             if not text and not blocks:
                 return 200, {"ok": False, "error": "no_text"}, {}

@@ -9,6 +9,7 @@ run, so the caller also marks the run as alerted and the run-failure sensor does
 from __future__ import annotations
 
 from dagster_project.alerts import Alert, AlertKind, AlertRouter, derive_dedupe_key, playbook_url
+from dagster_project.gates.registry import sentence
 from dagster_project.quality.result import GateResult
 from dagster_project.stages.batch import Batch
 
@@ -21,7 +22,7 @@ def gate_alert(result: GateResult, blocking: bool, batch: Batch, playbook_base_u
     kind = AlertKind.GATE_FAILED if blocking else AlertKind.CHECK_WARNING
     verb = "blocked" if blocking else "warning on"
     where = f"{batch.tenant.name}/{batch.dataset.name} batch {batch.batch_id}"
-    details: dict[str, object] = {"check": result.describe(), "worst_offenders": result.worst}
+    details: dict[str, object] = {"check": sentence(result), "worst_offenders": result.worst}
     if result.computed_on is not None:
         details["computed_on_commit"] = result.computed_on.commit_id
     return Alert(

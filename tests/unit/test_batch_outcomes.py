@@ -5,19 +5,24 @@ they failed)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pytest
 
+from assets.alert_sensors import RUN_FAILURE_ALERT_SENSOR
 from assets.publishing import MERGE_SENSOR, OUTCOME_SENSOR
 from dagster_project import layout
-from dagster_project.alerts import AlertOutbox
+from dagster_project.alerts import AlertKind, AlertOutbox, render
 from dagster_project.devservices.sample_data import build_drop, upload_drop, upload_gold_set
 from dagster_project.gates import GATES
 from dagster_project.layout import Stage
 from dagster_project.publishing.approvals import ApprovalStore, Verdict, rejected_batches
 from dagster_project.publishing.decisions import decide
 from dagster_project.publishing.ledger import BatchState
+from dagster_project.publishing.status import batch_list_lines, batch_status, status_lines
+from dagster_project.publishing.versions import NothingPublished, diff_published
 from dagster_project.stages.batch import Batch
 from dagster_project.tenants import load_tenants
 from tests.unit.conftest import BUCKET, sense_and_run
@@ -121,3 +126,85 @@ def test_a_batch_without_gold_items_stops_before_any_vendor_submission(location)
     assert message.alert.metric == "gold_set" and "gold/" in str(message.alert.details)
     [observation] = published_events(tick(defs, instance, OUTCOME_SENSOR))
     assert observation.metadata["blocked_by"].value == "gold_set"
+
+
+def materializations(result) -> dict[str, dg.AssetMaterialization]:
+    return {e.event_specific_data.materialization.asset_key.path[-1]: e.event_specific_data.materialization
+            for e in result.all_events if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION}
+
+
+def test_what_an_operator_and_a_data_owner_read_about_a_batch(location) -> None:
+    settings, defs, s3, lakefs, instance = location
+    tenant = load_tenants(settings.tenants_file).tenant("northbank")
+    dataset = tenant.dataset("complaints")
+    upload_drop(s3, BUCKET, build_drop(tenant, dataset, "wk51", 150, seed=9))
+    upload_gold_set(s3, BUCKET, tenant, dataset)
+    request, result = sense_and_run(defs, instance, "northbank", "complaints")
+    assert result.success
+    stages = materializations(result)
+    # Numbers per batch (the Plots tab), tables, links.
+    assert isinstance(stages["raw"].metadata["records_in"].value, int)
+    assert isinstance(stages["annotations"].metadata["labeling_cost_usd"].value, float)
+    assert isinstance(stages["consolidated_labels"].metadata["mean_confidence"].value, float)
+    assert isinstance(stages["pii"].metadata["records_with_pii"].value, int)
+    table = stages["consolidated_labels"].metadata["label_distribution"].value
+    assert {r.data["label"] for r in table.records} <= set(dataset.labels) and table.records
+    assert stages["clean"].metadata["dagster/uri"].value.startswith("lakefs://northbank/batch-complaints-wk51/")
+    assert stages["published"].metadata["label_distribution"].value.records
+    # Column schemas from the dataset schema and code references on the asset definitions.
+    spec = defs.resolve_assets_def(dg.AssetKey(["northbank", "complaints", "clean"])).specs_by_key[
+        dg.AssetKey(["northbank", "complaints", "clean"])]
+    columns = {c.name: c for c in spec.metadata["dagster/column_schema"].columns}
+    assert set(dataset.record_schema.fields) <= set(columns) and "record_id" in columns
+    [reference] = spec.metadata["dagster/code_references"].code_references
+    assert reference.file_path.endswith("dagster_project/stages/runners.py")
+
+    # The approval request goes to the data owners' channel, in its own layout, with the commands.
+    [request_message] = AlertOutbox(settings.resolved_database_url).messages()
+    assert request_message.channel == tenant.data_owner_channel == "#northbank-data-owners"
+    text, blocks = render(request_message, mentions=tenant.mentions_for(approval=True))
+    rendered = " ".join(json.dumps(b, ensure_ascii=False) for b in blocks)
+    assert text.startswith("<@U0PRIYA01> <@U0TOM0001> ")
+    assert "Value vs threshold" not in rendered and "records_added" not in rendered
+    assert "```trainyard approve northbank complaints wk51 --commit " in rendered
+    assert "Gates: 12 of 12 passed" in rendered and "0.2210526" not in rendered
+
+    # trainyard show: stages, gates, the diff and the commands of a batch waiting for its owners.
+    store = ApprovalStore(settings.resolved_database_url)
+    batch = Batch(tenant, dataset, request.partition_key, lakefs.repository(tenant.lakefs_repository))
+    shown = "\n".join(status_lines(batch_status(batch, store)))
+    assert "state:   awaiting_approval" in shown and "labeling_tasks" in shown and "PASS  gold_set:" in shown
+    assert "+" in shown.split("against main:")[1] and "trainyard approve northbank complaints wk51 --commit" in shown
+    assert "complaints" in "\n".join(batch_list_lines(store.ledger.list("northbank", states={
+        BatchState.AWAITING_APPROVAL})))
+
+
+def test_a_blocked_batch_is_shown_with_its_failed_gate_and_no_empty_diff(location) -> None:
+    settings, defs, s3, lakefs, instance = location
+    tenant = load_tenants(settings.tenants_file).tenant("stahlwerk")
+    dataset = tenant.dataset("defect_reports")
+    upload_drop(s3, BUCKET, build_drop(tenant, dataset, "leaky2", 100, seed=3, plant_defects=False, pii_share=0.5))
+    upload_gold_set(s3, BUCKET, tenant, dataset)
+    request, _ = sense_and_run(defs, instance, "stahlwerk", "defect_reports")
+    batch = Batch(tenant, dataset, request.partition_key, lakefs.repository(tenant.lakefs_repository))
+    shown = "\n".join(status_lines(batch_status(batch, ApprovalStore(settings.resolved_database_url))))
+    assert "state:   blocked" in shown and "FAIL  pii_residual:" in shown
+    assert "holds no publish candidate" in shown and "+0 records" not in shown
+    assert "trainyard reject stahlwerk defect_reports leaky2" in shown
+    with pytest.raises(NothingPublished):
+        diff_published(batch.repo, dataset.name, layout.MAIN_BRANCH, batch.branch)
+    lines = batch_list_lines(ApprovalStore(settings.resolved_database_url).ledger.list("stahlwerk"))
+    assert "failed: pii_residual" in lines[1] and "blocked" in lines[1]
+
+
+def test_a_failed_run_without_tenant_tags_still_alerts(location) -> None:
+    settings, defs, s3, lakefs, instance = location
+    key = dg.AssetKey(["northbank", "support_intents", "training_manifest"])
+    # What the UI's Materialize button launches: the implicit asset job, without the version job's tags.
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[key], raise_on_error=False)
+    assert not result.success and "trainyard/tenant" not in instance.get_run_by_id(result.run_id).tags
+    tick(defs, instance, RUN_FAILURE_ALERT_SENSOR)
+    [message] = AlertOutbox(settings.resolved_database_url).messages()
+    assert message.alert.kind is AlertKind.RUN_FAILED and message.alert.tenant == "northbank"
+    assert message.channel == "#northbank-data-oncall" and "no published version" in message.alert.details["error"]
