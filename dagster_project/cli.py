@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
          "trainyard demo").set_defaults(func=cmd_demo)
     dev = _defaults_shown(_sub(sub, "dev", "serve the Dagster UI (webserver and daemon) over the demo's state",
                                "Start the embedded services and `dagster dev` over the demo's DAGSTER_HOME, so its "
-                               "runs, checks and data are there to inspect. The UI is at http://HOST:PORT."))
+                               "runs, checks and data are there to inspect. The UI is at http://HOST:PORT.",
+                               "trainyard dev --port 3000"))
     dev.add_argument("--host", default="127.0.0.1", help="address the Dagster UI listens on")
     dev.add_argument("--port", type=int, default=3000, help="port of the Dagster UI")
     dev.set_defaults(func=cmd_dev)

@@ -63,6 +63,8 @@ class Mirror:
                 if meta.get("content_type"):
                     key.set_metadata({"Content-Type": meta["content_type"]})
                 key.last_modified = as_utc(datetime.fromisoformat(meta["last_modified"]))
+                if meta.get("etag"):  # a multipart upload's ETag is not the MD5 of its bytes: keep the original
+                    key._etag = meta["etag"].strip('"')
                 etags[meta["key"]] = key.etag
                 restored += 1
         return restored
@@ -88,7 +90,7 @@ class Mirror:
                     continue
                 stem = _name(name)
                 self._write(folder / f"{stem}.bin", key.value)
-                meta = {"key": name, "last_modified": as_utc(key.last_modified).isoformat(),
+                meta = {"key": name, "last_modified": as_utc(key.last_modified).isoformat(), "etag": key.etag,
                         "content_type": key.metadata.get("Content-Type"),
                         "metadata": {k: v for k, v in key.metadata.items() if k != "Content-Type"}}
                 self._write(folder / f"{stem}.json", json.dumps(meta).encode("utf-8"))

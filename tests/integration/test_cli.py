@@ -72,3 +72,51 @@ def test_check_config_names_file_tenant_dataset_and_field(tmp_path: Path) -> Non
         "northbank/complaints: 4 fields, 4 labels, k=3, vendors simwork_uk, publish owner",
         "stahlwerk/defect_reports: 6 fields, 6 labels, k=3, vendors simwork_eu, publish auto",
     ]
+
+
+def test_ordinary_mistakes_answer_in_one_line_naming_what_is_valid(tmp_path: Path) -> None:
+    port = free_port()
+    process = _emulator(port, tmp_path / "data")
+    env = {**os.environ, "TRAINYARD_HOME": str(tmp_path / "home"), "TRAINYARD_LAKEFS_URL": f"http://127.0.0.1:{port}",
+           "TRAINYARD_LAKEFS_ACCESS_KEY_ID": "AKIACLI", "TRAINYARD_LAKEFS_SECRET_ACCESS_KEY": "cli-secret"}
+    env.pop("TRAINYARD_TENANTS_FILE", None)
+    env.pop("TRAINYARD_DATABASE_URL", None)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([TRAINYARD, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    try:
+        _repositories(port).create_repository(lakefs_sdk.RepositoryCreation(
+            name="northbank", storage_namespace="local://cli/northbank", default_branch="main"))
+        cases = {
+            ("versions", "northbank", "nosuch"): "its datasets: support_intents, complaints",
+            ("approve", "nosuch", "complaints", "b1", "--commit", "0123456789ab", "--as", "a@b.example"):
+                "tenants: northbank, stahlwerk",
+            ("diff", "northbank", "support_intents", "v1", "v2"): "`trainyard versions northbank support_intents`",
+            ("show", "northbank", "complaints", "nosuch"): "`trainyard batches northbank complaints` lists them",
+            ("batches", "stahlwerk", "nosuch"): "its datasets: defect_reports",
+            ("ack", "42", "--as", "oncall@example.com"): "`trainyard alerts` lists the open ones",
+        }
+        for args, hint in cases.items():
+            answer = run(*args)
+            assert answer.returncode == 2, (args, answer.stdout, answer.stderr)
+            assert "Traceback" not in answer.stderr and len(answer.stderr.strip().splitlines()) == 1, answer.stderr
+            assert hint in answer.stderr, (args, answer.stderr)
+        assert "no batches with an outcome yet" in run("batches", "northbank").stdout
+    finally:
+        process.terminate()
+        process.communicate(timeout=20)
+
+
+
+def test_every_command_explains_itself_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    from dagster_project.cli import build_parser
+
+    for command in ("batches", "show", "approve", "reject", "versions", "diff", "alerts", "ack", "dev"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        help_text = capsys.readouterr().out
+        assert "example:" in help_text and "trainyard " + command in help_text, command
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["dev", "--help"])
+    assert "port of the Dagster UI (default: 3000)" in capsys.readouterr().out

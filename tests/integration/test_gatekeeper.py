@@ -13,6 +13,7 @@ import lakefs_sdk
 import pytest
 from lakefs_sdk.exceptions import ApiException
 
+from dagster_project.alerts import playbook_path
 from dagster_project.batch_runner import run_batch
 from dagster_project.devservices.sample_data import build_drop, upload_drop, upload_gold_set
 from dagster_project.gates import GATES
@@ -195,3 +196,13 @@ def test_forged_commit_metadata_is_not_trusted(settings: Settings, s3, gated) ->
     assert refused.value.status == 412 and repo.branch_head("main") == main_before
     reason = gatekeeper.decisions[-1][1].reason
     assert "not a Trainyard publish candidate" in reason and "trainyard.gates" in reason, reason
+
+
+def test_the_service_serves_the_playbooks_alerts_link_to(gated) -> None:
+    gatekeeper, _ = gated
+    origin = gatekeeper.url.removesuffix("/lakefs/pre-merge")
+    answer = httpx.get(f"{origin}/playbooks/gate_failed.md")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    assert answer.text == playbook_path("gate_failed").read_text("utf-8")
+    assert httpx.get(f"{origin}/playbooks/..%2Fsettings.md").status_code == 404
+    assert httpx.get(f"{origin}/playbooks/nosuch.md").status_code == 404
