@@ -46,6 +46,8 @@ DAGSTER_YAML = """\
 # Shared deployments use infra/dagster.yaml (PostgreSQL).
 telemetry:
   enabled: false
+nux:
+  enabled: false
 concurrency:
   runs:
     max_concurrent_runs: 2
