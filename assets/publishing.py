@@ -7,11 +7,13 @@ CLI (``trainyard approve``) or from this job records the same audit row; whichev
 """
 
 # No `from __future__ import annotations`: Dagster inspects the real annotations of ops and sensors.
+import hashlib
 import json
 
 import dagster as dg
 
 from assets.metadata import outcome_metadata
+from dagster_project.alerts import IncidentStatus
 from dagster_project.gates import GATES, stages_after
 from dagster_project.lakefs import MergeConflict
 from dagster_project.layout import Stage
@@ -22,7 +24,7 @@ from dagster_project.publishing.decisions import (
     decide,
     merge_if_approved,
 )
-from dagster_project.publishing.ledger import BatchOutcome, BatchState
+from dagster_project.publishing.ledger import OPEN_STATES, BatchOutcome, BatchState
 from dagster_project.publishing.publish import PublishRefused, merge_conflict_alert
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import Batch
@@ -83,6 +85,46 @@ def outcome_events(outcome: BatchOutcome, repository: str, web_url: str | None) 
                 metadata={"status": "not_evaluated", "stopped_by": outcome.gate or outcome.stage,
                           "outcome": outcome.reason}))
     return events
+
+
+APPROVAL_QUEUE = dg.AssetKey(["trainyard", "approval_queue"])
+OPEN_INCIDENTS = dg.AssetKey(["trainyard", "open_incidents"])
+WORK_QUEUES = [
+    dg.AssetSpec(APPROVAL_QUEUE, group_name="trainyard", kinds={"postgres"},
+                 description="Batches a person still has to act on: waiting for their data owners' approval, blocked "
+                             "by a gate, or in conflict with main (same as `trainyard batches`). Observed by the "
+                             "batch outcome sensor whenever the list changes."),
+    dg.AssetSpec(OPEN_INCIDENTS, group_name="trainyard", kinds={"postgres", "slack"},
+                 description="Open incidents in the alert outbox: kind, where, occurrences, Slack delivery, who took "
+                             "it on, and the playbook (same as `trainyard alerts`)."),
+]
+
+
+def work_queues(ledger, outbox, tenants: TenantsConfig) -> list[dg.AssetObservation]:
+    """What waits for people, as two tables the Dagster UI shows on the ``trainyard`` assets."""
+    waiting = [o for t in tenants.tenants for o in ledger.list(t.name, states=OPEN_STATES)]
+    batches = [dg.TableRecord({"tenant": o.tenant, "dataset": o.dataset, "batch": o.batch_id, "state": o.state.value,
+                               "gate": o.gate or "", "since": o.at.strftime("%Y-%m-%d %H:%M UTC") if o.at else "",
+                               "why": o.reason[:300]}) for o in waiting]
+    incidents = []
+    for incident in outbox.incidents_list(IncidentStatus.OPEN):
+        message = outbox.message(incident.last_alert_id) if incident.last_alert_id else None
+        incidents.append(dg.TableRecord({
+            "incident": incident.id, "kind": incident.kind, "where": message.alert.title[:200] if message else "",
+            "occurrences": incident.occurrences, "slack": message.status.value if message else "",
+            "acknowledged_by": incident.acknowledged_by or "", "playbook": message.alert.playbook_url if message
+            else ""}))
+
+    def table(records: list[dg.TableRecord], columns: list[str]) -> dg.TableMetadataValue:
+        return dg.MetadataValue.table(records, schema=dg.TableSchema(
+            columns=[dg.TableColumn(c, "int" if c in ("incident", "occurrences") else "string") for c in columns]))
+
+    return [
+        dg.AssetObservation(APPROVAL_QUEUE, metadata={"waiting": len(batches), "rows": table(
+            batches, ["tenant", "dataset", "batch", "state", "gate", "since", "why"])}),
+        dg.AssetObservation(OPEN_INCIDENTS, metadata={"open": len(incidents), "rows": table(
+            incidents, ["incident", "kind", "where", "occurrences", "slack", "acknowledged_by", "playbook"])}),
+    ]
 
 
 def build_publishing_definitions(tenants: TenantsConfig, settings: Settings) -> dg.Definitions:
@@ -165,8 +207,9 @@ def build_publishing_definitions(tenants: TenantsConfig, settings: Settings) -> 
                              lakefs: LakeFSResource, alerts: AlertsResource) -> dg.SensorResult:
         with alerts.watch_tick(OUTCOME_SENSOR):
             ledger = approvals.store().ledger
+            cursor = json.loads(context.cursor or "{}")
             # The previous tick's events are stored with its cursor; only now are they known to be in Dagster.
-            for key, revision in json.loads(context.cursor or "{}").items():
+            for key, revision in cursor.get("reported", {}).items():
                 ledger.mark_reported(*key.split("/", 2), revision=revision)
             events, reported = [], {}
             for outcome in ledger.unreported():
@@ -174,7 +217,13 @@ def build_publishing_definitions(tenants: TenantsConfig, settings: Settings) -> 
                 if tenant is not None:  # a dataset removed from the configuration has no assets to report on
                     events += outcome_events(outcome, tenant.lakefs_repository, lakefs.web_url)
                 reported[f"{outcome.tenant}/{outcome.dataset}/{outcome.batch_id}"] = outcome.revision
-            return dg.SensorResult(asset_events=events, cursor=json.dumps(reported, sort_keys=True),
+            views = work_queues(ledger, alerts.database.outbox(), tenants)
+            digest = hashlib.sha256(json.dumps([[r.data for r in e.metadata["rows"].value.records] for e in views],
+                                               sort_keys=True, default=str).encode()).hexdigest()
+            if digest != cursor.get("views"):  # observed when what waits changes, not every tick
+                events += views
+            return dg.SensorResult(asset_events=events,
+                                   cursor=json.dumps({"reported": reported, "views": digest}, sort_keys=True),
                                    skip_reason=None if events else "no new batch outcomes")
 
     @dg.op(description="Delete the lakeFS branches of batches rejected longer ago than the retention period.")
@@ -192,6 +241,6 @@ def build_publishing_definitions(tenants: TenantsConfig, settings: Settings) -> 
     cleanup_schedule = dg.ScheduleDefinition(job=rejected_branch_cleanup, cron_schedule="30 3 * * *",
                                              default_status=dg.DefaultScheduleStatus.RUNNING,
                                              name=f"{CLEANUP_JOB}_daily")
-    return dg.Definitions(jobs=[data_owner_decision, rejected_branch_cleanup],
+    return dg.Definitions(assets=WORK_QUEUES, jobs=[data_owner_decision, rejected_branch_cleanup],
                           sensors=[approved_batch_merge_sensor, batch_outcome_sensor],
                           schedules=[cleanup_schedule])

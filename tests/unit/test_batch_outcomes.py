@@ -63,7 +63,7 @@ def test_a_blocked_batch_names_its_gate_on_published_and_its_later_checks_were_n
                and "stopped earlier by gate pii_residual on labeling_tasks" in e.description for e in not_evaluated)
 
     again = tick(defs, instance, OUTCOME_SENSOR, cursor=first.cursor)  # reported once, then marked
-    assert again.asset_events == [] and ApprovalStore(settings.resolved_database_url).ledger.unreported() == []
+    assert published_events(again) == [] and ApprovalStore(settings.resolved_database_url).ledger.unreported() == []
 
     # The data owner closes it out: recorded like any decision, its branch under the same retention.
     store = ApprovalStore(settings.resolved_database_url)
@@ -93,7 +93,7 @@ def test_an_approved_merge_updates_the_published_partition(location) -> None:
         if e.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION
         and e.event_specific_data.materialization.asset_key.path[-1] == "published"]
     assert candidate.metadata["status"].value == "awaiting_approval"
-    assert tick(defs, instance, OUTCOME_SENSOR).asset_events == []  # its own run reported it
+    assert published_events(tick(defs, instance, OUTCOME_SENSOR)) == []  # its own run reported it
 
     store = ApprovalStore(settings.resolved_database_url)
     batch = Batch(tenant, dataset, request.partition_key, lakefs.repository(tenant.lakefs_repository))
@@ -208,3 +208,20 @@ def test_a_failed_run_without_tenant_tags_still_alerts(location) -> None:
     [message] = AlertOutbox(settings.resolved_database_url).messages()
     assert message.alert.kind is AlertKind.RUN_FAILED and message.alert.tenant == "northbank"
     assert message.channel == "#northbank-data-oncall" and "no published version" in message.alert.details["error"]
+
+
+def test_what_waits_for_people_is_a_table_in_the_ui(location) -> None:
+    settings, defs, s3, lakefs, instance = location
+    tenant = load_tenants(settings.tenants_file).tenant("stahlwerk")
+    dataset = tenant.dataset("defect_reports")
+    upload_drop(s3, BUCKET, build_drop(tenant, dataset, "leaky3", 100, seed=4, plant_defects=False, pii_share=0.5))
+    upload_gold_set(s3, BUCKET, tenant, dataset)
+    sense_and_run(defs, instance, "stahlwerk", "defect_reports")
+    first = tick(defs, instance, OUTCOME_SENSOR)
+    views = {e.asset_key.path[-1]: e for e in first.asset_events if e.asset_key.path[0] == "trainyard"}
+    [waiting] = [r.data for r in views["approval_queue"].metadata["rows"].value.records]
+    assert waiting["batch"] == "leaky3" and waiting["state"] == "blocked" and waiting["gate"] == "pii_residual"
+    [incident] = [r.data for r in views["open_incidents"].metadata["rows"].value.records]
+    assert incident["kind"] == "gate_failed" and incident["playbook"].endswith("gate_failed.md")
+    again = tick(defs, instance, OUTCOME_SENSOR, cursor=first.cursor)
+    assert [e for e in again.asset_events if e.asset_key.path[0] == "trainyard"] == []  # unchanged: not re-observed
