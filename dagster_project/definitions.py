@@ -37,6 +37,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             secret_access_key=secret["lakefs_secret_access_key"],
             storage_namespace_root=settings.lakefs_storage_namespace_root,
             gatekeeper_url=settings.gatekeeper_url or None,
+            ui_url=settings.lakefs_ui_url or None,
         ),
         "landing": ObjectStorageResource(
             landing_bucket=settings.landing_bucket,

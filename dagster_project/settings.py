@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     lakefs_url: str = "http://127.0.0.1:8310"
     lakefs_access_key_id: str = "AKIATRAINYARDLOCAL"
     lakefs_secret_access_key: SecretStr = SecretStr("trainyard-lakefs-secret")
+    lakefs_ui_url: str = ""
+    """The lakeFS web UI, for links in asset metadata (a real lakeFS serves it at ``lakefs_url``); empty: no links
+    (the emulator has no UI)."""
     lakefs_storage_namespace_root: str = "local://trainyard"
     """Repositories are created as ``<root>/<repository>`` (e.g. ``s3://my-lakefs-bucket`` in production)."""
 
