@@ -200,6 +200,8 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
         metadata["dagster/row_count"] = int(conservation.get("published", 0))
         for name in ("records_in", "quarantined", "duplicates"):
             metadata[name] = int(conservation.get(name, 0))
+        for gate_result in outcome.gates:  # every gate's value per batch, so Plots draws them across batches
+            metadata[f"gate/{gate_result.name}"] = float(gate_result.value)
         if outcome.summary.get("label_distribution"):
             metadata["label_distribution"] = label_table(outcome.summary["label_distribution"])
         context.log.info(f"batch {batch.batch_id}: {reason}")

@@ -91,7 +91,7 @@ def sentence(result: GateResult) -> str:
     except KeyError:
         return result.describe()
     if result.not_applicable:
-        return f"{result.name}: not applicable ({result.not_applicable}); passed"
+        return f"{result.name}: not applicable ({result.not_applicable}) -- passed"
     bound = "allowed" if result.comparison.value == "<=" else "required"
     verdict = "passed" if result.passed else "FAILED"
     return (f"{result.name}: {_figure(result.value, spec.unit)} {spec.reads}; {result.comparison.phrase} "

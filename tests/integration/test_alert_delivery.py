@@ -89,7 +89,8 @@ def gate_alert(**overrides: Any) -> Alert:
 def test_tables_live_in_their_own_postgres_schema(outbox: AlertOutbox, schema: str, postgres_connection) -> None:
     with postgres_connection.cursor() as cursor:
         cursor.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (schema,))
-        assert [row[0] for row in cursor.fetchall()] == ["trainyard_alert_incidents", "trainyard_alert_outbox"]
+        tables = [row[0] for row in cursor.fetchall()]
+    assert tables == ["trainyard_alert_acknowledgements", "trainyard_alert_incidents", "trainyard_alert_outbox"]
     AlertOutbox(outbox.engine.url, schema=schema).dispose()  # creating again is a no-op
 
 

@@ -140,11 +140,11 @@ def test_approval_request_shows_diff_gates_and_commands(settings: Settings, s3, 
     outcome = run_publish(batch)
     alert = approval_request(batch, outcome, "https://git.example/playbooks", None)
     diff = diff_published(batch.repo, "support_intents", "main", batch.branch)
-    assert alert.channel == "#northbank-data-oncall" and alert.value == diff.added > 0
+    assert alert.channel == "#northbank-data-owners" and alert.value == diff.added > 0  # not the on-call channel
     assert alert.details["approve"] == (f"trainyard approve northbank support_intents wk52 --commit "
                                         f"{outcome.batch_commit} --as <your email>")
     assert "--reason" in alert.details["reject"]
-    assert len(alert.details["gates"]) == 11 and all("passed" in g for g in alert.details["gates"])
+    assert len(alert.details["gates"]) == 12 and all(g.endswith("-- passed") for g in alert.details["gates"])
     assert alert.playbook_url == "https://git.example/playbooks/approval_requested.md"
 
 

@@ -151,6 +151,8 @@ def test_what_an_operator_and_a_data_owner_read_about_a_batch(location) -> None:
     assert {r.data["label"] for r in table.records} <= set(dataset.labels) and table.records
     assert stages["clean"].metadata["dagster/uri"].value.startswith("lakefs://northbank/batch-complaints-wk51/")
     assert stages["published"].metadata["label_distribution"].value.records
+    assert isinstance(stages["published"].metadata["gate/agreement"].value, float)  # agreement plotted per batch
+    assert isinstance(stages["published"].metadata["gate/gold_accuracy"].value, float)
     # Column schemas from the dataset schema and code references on the asset definitions.
     spec = defs.resolve_assets_def(dg.AssetKey(["northbank", "complaints", "clean"])).specs_by_key[
         dg.AssetKey(["northbank", "complaints", "clean"])]
