@@ -88,3 +88,20 @@ def sense_and_run(defs: dg.Definitions, instance: dg.DagsterInstance, tenant: st
     job = defs.resolve_job_def(layout.job_name(tenant, dataset))
     return request, job.execute_in_process(instance=instance, partition_key=request.partition_key,
                                            tags=request.tags, raise_on_error=False)
+
+
+def land_and_run(location, tenant_name: str, dataset_name: str, drop: str, records: int, gold_set: bool = True,
+                 **plan):
+    """Upload a drop (and the dataset's gold set), let the landing sensor register it, run its batch:
+    (tenant, dataset, run request, execution result)."""
+    from dagster_project.devservices.sample_data import build_drop, upload_drop, upload_gold_set
+    from dagster_project.tenants import load_tenants
+
+    settings, defs, s3, _, instance = location
+    tenant = load_tenants(settings.tenants_file).tenant(tenant_name)
+    dataset = tenant.dataset(dataset_name)
+    upload_drop(s3, BUCKET, build_drop(tenant, dataset, drop, records, **plan))
+    if gold_set:
+        upload_gold_set(s3, BUCKET, tenant, dataset)
+    request, result = sense_and_run(defs, instance, tenant_name, dataset_name)
+    return tenant, dataset, request, result

@@ -15,7 +15,6 @@ from assets.alert_sensors import RUN_FAILURE_ALERT_SENSOR
 from assets.publishing import MERGE_SENSOR, OUTCOME_SENSOR
 from dagster_project import layout
 from dagster_project.alerts import AlertKind, AlertOutbox, render
-from dagster_project.devservices.sample_data import build_drop, upload_drop, upload_gold_set
 from dagster_project.gates import GATES
 from dagster_project.layout import Stage
 from dagster_project.publishing.approvals import ApprovalStore, Verdict, rejected_batches
@@ -24,8 +23,7 @@ from dagster_project.publishing.ledger import BatchState
 from dagster_project.publishing.status import batch_list_lines, batch_status, status_lines
 from dagster_project.publishing.versions import NothingPublished, diff_published
 from dagster_project.stages.batch import Batch
-from dagster_project.tenants import load_tenants
-from tests.unit.conftest import BUCKET, sense_and_run
+from tests.unit.conftest import land_and_run
 
 
 def tick(defs: dg.Definitions, instance: dg.DagsterInstance, name: str, cursor: str | None = None):
@@ -39,11 +37,8 @@ def published_events(result) -> list:
 
 def test_a_blocked_batch_names_its_gate_on_published_and_its_later_checks_were_not_evaluated(location) -> None:
     settings, defs, s3, lakefs, instance = location
-    tenant = load_tenants(settings.tenants_file).tenant("stahlwerk")
-    dataset = tenant.dataset("defect_reports")
-    upload_drop(s3, BUCKET, build_drop(tenant, dataset, "leaky", 120, seed=8, plant_defects=False, pii_share=0.5))
-    upload_gold_set(s3, BUCKET, tenant, dataset)
-    request, result = sense_and_run(defs, instance, "stahlwerk", "defect_reports")
+    tenant, dataset, request, result = land_and_run(location, "stahlwerk", "defect_reports", "leaky", 120, seed=8,
+                                                    plant_defects=False, pii_share=0.5)
     assert not result.success
     [failed] = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert failed.description.startswith("pii_residual: ") and "at most 0 allowed" in failed.description
@@ -81,12 +76,8 @@ def test_a_blocked_batch_names_its_gate_on_published_and_its_later_checks_were_n
 
 def test_an_approved_merge_updates_the_published_partition(location) -> None:
     settings, defs, s3, lakefs, instance = location
-    tenant = load_tenants(settings.tenants_file).tenant("northbank")
-    dataset = tenant.dataset("complaints")
+    tenant, dataset, request, result = land_and_run(location, "northbank", "complaints", "wk50", 150, seed=5)
     assert dataset.publish.policy == "owner"
-    upload_drop(s3, BUCKET, build_drop(tenant, dataset, "wk50", 150, seed=5))
-    upload_gold_set(s3, BUCKET, tenant, dataset)
-    request, result = sense_and_run(defs, instance, "northbank", "complaints")
     assert result.success
     [candidate] = [
         e.event_specific_data.materialization for e in result.all_events
@@ -111,10 +102,8 @@ def test_an_approved_merge_updates_the_published_partition(location) -> None:
 
 def test_a_batch_without_gold_items_stops_before_any_vendor_submission(location) -> None:
     settings, defs, s3, lakefs, instance = location
-    tenant = load_tenants(settings.tenants_file).tenant("northbank")
-    dataset = tenant.dataset("support_intents")
-    upload_drop(s3, BUCKET, build_drop(tenant, dataset, "nogold", 120, seed=6))  # no gold set uploaded
-    request, result = sense_and_run(defs, instance, "northbank", "support_intents")
+    tenant, dataset, request, result = land_and_run(location, "northbank", "support_intents", "nogold", 120, seed=6,
+                                                    gold_set=False)  # the data owner uploaded no gold set
     assert not result.success
     [failed] = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert failed.check_name == "gold_set" and "gold items" in failed.description
@@ -135,11 +124,7 @@ def materializations(result) -> dict[str, dg.AssetMaterialization]:
 
 def test_what_an_operator_and_a_data_owner_read_about_a_batch(location) -> None:
     settings, defs, s3, lakefs, instance = location
-    tenant = load_tenants(settings.tenants_file).tenant("northbank")
-    dataset = tenant.dataset("complaints")
-    upload_drop(s3, BUCKET, build_drop(tenant, dataset, "wk51", 150, seed=9))
-    upload_gold_set(s3, BUCKET, tenant, dataset)
-    request, result = sense_and_run(defs, instance, "northbank", "complaints")
+    tenant, dataset, request, result = land_and_run(location, "northbank", "complaints", "wk51", 150, seed=9)
     assert result.success
     stages = materializations(result)
     # Numbers per batch (the Plots tab), tables, links.
@@ -183,11 +168,8 @@ def test_what_an_operator_and_a_data_owner_read_about_a_batch(location) -> None:
 
 def test_a_blocked_batch_is_shown_with_its_failed_gate_and_no_empty_diff(location) -> None:
     settings, defs, s3, lakefs, instance = location
-    tenant = load_tenants(settings.tenants_file).tenant("stahlwerk")
-    dataset = tenant.dataset("defect_reports")
-    upload_drop(s3, BUCKET, build_drop(tenant, dataset, "leaky2", 100, seed=3, plant_defects=False, pii_share=0.5))
-    upload_gold_set(s3, BUCKET, tenant, dataset)
-    request, _ = sense_and_run(defs, instance, "stahlwerk", "defect_reports")
+    tenant, dataset, request, _ = land_and_run(location, "stahlwerk", "defect_reports", "leaky2", 100, seed=3,
+                                               plant_defects=False, pii_share=0.5)
     batch = Batch(tenant, dataset, request.partition_key, lakefs.repository(tenant.lakefs_repository))
     shown = "\n".join(status_lines(batch_status(batch, ApprovalStore(settings.resolved_database_url))))
     assert "state:   blocked" in shown and "FAIL  pii_residual:" in shown
@@ -214,11 +196,7 @@ def test_a_failed_run_without_tenant_tags_still_alerts(location) -> None:
 
 def test_what_waits_for_people_is_a_table_in_the_ui(location) -> None:
     settings, defs, s3, lakefs, instance = location
-    tenant = load_tenants(settings.tenants_file).tenant("stahlwerk")
-    dataset = tenant.dataset("defect_reports")
-    upload_drop(s3, BUCKET, build_drop(tenant, dataset, "leaky3", 100, seed=4, plant_defects=False, pii_share=0.5))
-    upload_gold_set(s3, BUCKET, tenant, dataset)
-    sense_and_run(defs, instance, "stahlwerk", "defect_reports")
+    land_and_run(location, "stahlwerk", "defect_reports", "leaky3", 100, seed=4, plant_defects=False, pii_share=0.5)
     first = tick(defs, instance, OUTCOME_SENSOR)
     views = {e.asset_key.path[-1]: e for e in first.asset_events if e.asset_key.path[0] == "trainyard"}
     [waiting] = [r.data for r in views["approval_queue"].metadata["rows"].value.records]
