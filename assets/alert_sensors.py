@@ -179,7 +179,8 @@ def build_alert_definitions(tenants: TenantsConfig, settings: Settings) -> dg.De
     def alert_delivery_sensor(context: dg.SensorEvaluationContext, alerts: AlertsResource,
                               slack: SlackResource) -> dg.SkipReason:
         with alerts.watch_tick(ALERT_DELIVERY_SENSOR):
-            report = alerts.router().deliver(slack.sender(), mentions=mentions)
+            report = alerts.router().deliver(slack.sender(), mentions=mentions,
+                                             acknowledge_button=slack.acknowledge_button)
             for error in report.errors:
                 context.log.warning(error)
             return dg.SkipReason(f"sent {report.sent}, retrying {report.retried}, failed {report.failed}"

@@ -60,7 +60,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         ),
         "approvals": ApprovalsResource(
             database=database, rejected_branch_retention_days=settings.rejected_branch_retention_days),
-        "slack": SlackResource(token=secret["slack_bot_token"], base_url=settings.slack_base_url),
+        "slack": SlackResource(token=secret["slack_bot_token"], base_url=settings.slack_base_url,
+                               acknowledge_button=bool(settings.slack_signing_secret.get_secret_value())),
     }
 
 

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     """SQLAlchemy URL of the platform's own tables (alert outbox, incidents); SQLite under ``home`` if unset."""
     database_schema: str | None = None
     slack_bot_token: SecretStr = SecretStr("xoxb-trainyard-local")
+    slack_signing_secret: SecretStr = SecretStr("")
+    """The Slack app's signing secret: set, alerts get an *Acknowledge* button whose clicks the Trainyard service
+    (``trainyard gatekeeper``) verifies and records at ``/slack/interactivity``."""
     slack_base_url: str = "http://127.0.0.1:9330/api/"
     """``https://slack.com/api/`` in production; the embedded Slack receiver locally."""
     alert_throttle_minutes: float = 60.0

@@ -24,6 +24,8 @@ class SlackResource(dg.ConfigurableResource):
     """Bot token (``xoxb-...``) with ``chat:write``; pass it as ``dg.EnvVar("TRAINYARD_SLACK_BOT_TOKEN")``."""
     base_url: str = "https://slack.com/api/"
     """Slack Web API base URL, ending in ``/api/``."""
+    acknowledge_button: bool = False
+    """Alerts carry an *Acknowledge* button (the Trainyard service receives Slack's interactions)."""
 
     def sender(self) -> SlackSender:
         """A sender with slack-sdk's own retries disabled: the alert outbox schedules retries."""

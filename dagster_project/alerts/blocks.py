@@ -123,9 +123,13 @@ def _links(alert: Alert) -> list[str]:
     return [*links, playbook]
 
 
-def _buttons(alert: Alert, incident_id: int | None) -> dict[str, Any] | None:
-    """URL buttons for what opens in a browser; Slack rejects a button whose URL is not http(s)."""
+def _buttons(alert: Alert, incident_id: int | None, acknowledge: bool = False) -> dict[str, Any] | None:
+    """URL buttons for what opens in a browser (Slack rejects a button whose URL is not http(s)), and
+    *Acknowledge* where the Trainyard service receives Slack's interactions."""
     elements = []
+    if acknowledge and incident_id:
+        elements.append({"type": "button", "text": {"type": "plain_text", "text": "Acknowledge"},
+                         "action_id": "acknowledge", "value": str(incident_id)})
     if _opens_in_slack(alert.run_url):
         elements.append({"type": "button", "text": {"type": "plain_text", "text": "View run"}, "url": alert.run_url,
                          "action_id": "view_run", **({"style": "primary"} if alert.severity != Severity.INFO else {})})
@@ -144,7 +148,7 @@ def _ack_hint(incident_id: int | None) -> str | None:
 
 
 def format_blocks(alert: Alert, occurrences: int = 1, mentions: tuple[str, ...] = (),
-                  incident_id: int | None = None) -> tuple[str, list[dict[str, Any]]]:
+                  incident_id: int | None = None, acknowledge: bool = False) -> tuple[str, list[dict[str, Any]]]:
     """The Slack message for an alert: (plain-text fallback, Block Kit blocks).
 
     The fallback is what notifications, screen readers and clients without blocks show, so it carries the
@@ -186,7 +190,7 @@ def format_blocks(alert: Alert, occurrences: int = 1, mentions: tuple[str, ...] 
     if extra:
         blocks.append({"type": "section", "text": {"type": "mrkdwn",
                                                    "text": _escape(_truncate("\n".join(extra), 1900))}})
-    buttons = _buttons(alert, incident_id)
+    buttons = _buttons(alert, incident_id, acknowledge)
     if buttons:
         blocks.append(buttons)
     context = [" · ".join(_links(alert)),
@@ -281,7 +285,8 @@ def format_recovery(alert: Alert, resolved_by: str | None = None, resolved_at: d
     return text, blocks
 
 
-def render(message: OutboxMessage, mentions: tuple[str, ...] = ()) -> tuple[str, list[dict[str, Any]]]:
+def render(message: OutboxMessage, mentions: tuple[str, ...] = (),
+           acknowledge: bool = False) -> tuple[str, list[dict[str, Any]]]:
     """The text and blocks an outbox message is posted with; ``mentions`` are the Slack ids to notify."""
     alert = message.alert
     occurrences = int(message.payload.get("occurrences", 1))
@@ -293,5 +298,5 @@ def render(message: OutboxMessage, mentions: tuple[str, ...] = ()) -> tuple[str,
         resolved_at = message.payload.get("resolved_at")
         return format_recovery(alert, message.payload.get("resolved_by"),
                                datetime.fromisoformat(resolved_at) if resolved_at else None, occurrences)
-    return format_blocks(alert, occurrences, mentions, message.payload.get("incident_id"))
+    return format_blocks(alert, occurrences, mentions, message.payload.get("incident_id"), acknowledge)
 

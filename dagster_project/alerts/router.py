@@ -271,7 +271,8 @@ class AlertRouter:
 
     # delivering ------------------------------------------------------------------------------------------------
     def deliver(self, sender: Sender, now: datetime | None = None, limit: int = 100,
-                mentions: Callable[[Alert], tuple[str, ...]] | None = None) -> DeliveryReport:
+                mentions: Callable[[Alert], tuple[str, ...]] | None = None,
+                acknowledge_button: bool = False) -> DeliveryReport:
         """Send due pending messages oldest-first; record Slack's answer for each.
 
         429: the message and the rest of its channel wait for Retry-After. 5xx: exponential backoff and the
@@ -292,7 +293,7 @@ class AlertRouter:
         for message_id, channel in due:
             if channel in blocked:
                 continue
-            outcome = self._deliver_one(sender, int(message_id), now, report, mentions)
+            outcome = self._deliver_one(sender, int(message_id), now, report, mentions, acknowledge_button)
             if outcome is FailureKind.CONNECTION:
                 break
             if outcome is not None:
@@ -304,7 +305,8 @@ class AlertRouter:
         return report
 
     def _deliver_one(self, sender: Sender, message_id: int, now: datetime, report: DeliveryReport,
-                     mentions: Callable[[Alert], tuple[str, ...]] | None = None) -> FailureKind | None:
+                     mentions: Callable[[Alert], tuple[str, ...]] | None = None,
+                     acknowledge_button: bool = False) -> FailureKind | None:
         """Deliver one message; returns the failure kind when its channel should not be tried again this pass."""
         box = self.outbox.outbox
         with self.outbox.engine.begin() as conn:
@@ -322,8 +324,9 @@ class AlertRouter:
                 if original is not None and original.status == OutboxStatus.PENDING.value:
                     return FailureKind.TRANSIENT  # never announce the recovery before the alert itself
                 thread_ts = original.slack_ts if original is not None else None
-            text, blocks = render(message, mentions(message.alert) if mentions and message.message_type is
-                                  MessageType.ALERT else ())
+            first = message.message_type is MessageType.ALERT  # thread replies page no one and need no buttons
+            text, blocks = render(message, mentions(message.alert) if mentions and first else (),
+                                  acknowledge_button and first)
             attempts = message.attempts + 1
             key = message_key(message.id)
             try:

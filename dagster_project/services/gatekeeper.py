@@ -20,7 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from dagster_project.alerts import AlertKind, playbook_path
+from dagster_project.alerts import AlertKind, AlertOutbox, AlertRouter, playbook_path
+from dagster_project.alerts.interactions import InteractionRefused, NotFromSlack, handle, verify
 from dagster_project.lakefs import LakeFSRepository, settings_client
 from dagster_project.publishing.approvals import ApprovalStore
 from dagster_project.publishing.gatekeeper import SECRET_HEADER, MergeDecision, gatekeeper_decider
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/lakefs/pre-merge"
 PLAYBOOKS_PATH = "/playbooks/"
+SLACK_INTERACTIVITY_PATH = "/slack/interactivity"
+"""Set as the Slack app's Interactivity Request URL (``<public origin>/slack/interactivity``)."""
 DECISIONS_KEPT = 1000
 
 
@@ -70,7 +73,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _slack_interaction(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
+        if self.server.interactions is None:
+            self._answer(HTTPStatus.NOT_FOUND, {"error": "Slack interactivity is not configured"})
+            return
+        try:
+            done = self.server.interactions(dict(self.headers.items()), body)
+        except InteractionRefused as exc:
+            status = HTTPStatus.UNAUTHORIZED if isinstance(exc, NotFromSlack) else HTTPStatus.BAD_REQUEST
+            self._answer(status, {"ok": False, "error": str(exc)})
+            return
+        except (LookupError, ValueError) as exc:  # an unknown or already resolved incident: say so, in Slack
+            self._answer(HTTPStatus.OK, {"response_type": "ephemeral", "replace_original": False, "text": str(exc)})
+            return
+        self._answer(HTTPStatus.OK, {"response_type": "ephemeral", "replace_original": False, "text": done})
+
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        if self.path.split("?", 1)[0] == SLACK_INTERACTIVITY_PATH:
+            self._slack_interaction()
+            return
         if self.path.split("?", 1)[0] != WEBHOOK_PATH:
             self._answer(HTTPStatus.NOT_FOUND, {"error": "not found"})
             return
@@ -96,10 +118,12 @@ class _Handler(BaseHTTPRequestHandler):
 class _GatekeeperServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], secret: str, decide: Callable[[dict], MergeDecision]) -> None:
+    def __init__(self, address: tuple[str, int], secret: str, decide: Callable[[dict], MergeDecision],
+                 interactions: Callable[[dict[str, str], bytes], str] | None = None) -> None:
         super().__init__(address, _Handler)
         self.secret = secret
         self.decide = decide
+        self.interactions = interactions
         # The latest decisions, for tests and the operator's view; bounded so a long-running service never grows.
         self.decisions: deque[tuple[dict[str, Any], MergeDecision]] = deque(maxlen=DECISIONS_KEPT)
 
@@ -130,8 +154,9 @@ class RunningGatekeeper:
         self.stop()
 
 
-def start_gatekeeper(host: str, port: int, secret: str, decide: Callable[[dict], MergeDecision]) -> RunningGatekeeper:
-    server = _GatekeeperServer((host, port), secret, decide)
+def start_gatekeeper(host: str, port: int, secret: str, decide: Callable[[dict], MergeDecision],
+                     interactions: Callable[[dict[str, str], bytes], str] | None = None) -> RunningGatekeeper:
+    server = _GatekeeperServer((host, port), secret, decide, interactions)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="gatekeeper",
                               daemon=True)
     thread.start()
@@ -145,5 +170,17 @@ def start_gatekeeper_from_settings(settings: Settings) -> RunningGatekeeper:
         raise ValueError(f"TRAINYARD_GATEKEEPER_URL={settings.gatekeeper_url!r} needs an explicit host and port")
     client = settings_client(settings)
     store = ApprovalStore(settings.resolved_database_url, schema=settings.database_schema)
-    decide = gatekeeper_decider(load_tenants(settings.tenants_file), lambda name: LakeFSRepository(client, name), store)
-    return start_gatekeeper(parts.hostname, parts.port, settings.gatekeeper_secret.get_secret_value(), decide)
+    tenants = load_tenants(settings.tenants_file)
+    decide = gatekeeper_decider(tenants, lambda name: LakeFSRepository(client, name), store)
+    interactions = None
+    if signing_secret := settings.slack_signing_secret.get_secret_value():
+        router = AlertRouter(AlertOutbox(settings.resolved_database_url, schema=settings.database_schema))
+        emails = {uid: email for t in tenants.tenants for email, uid in t.slack_user_ids.items()}
+
+        def interactions(headers: dict[str, str], body: bytes) -> str:
+            verify(signing_secret, headers, body)
+            return handle(body, router, lambda uid, name: emails.get(uid) or f"slack:{uid}" + (
+                f" ({name})" if name else ""))
+
+    return start_gatekeeper(parts.hostname, parts.port, settings.gatekeeper_secret.get_secret_value(), decide,
+                            interactions)

@@ -206,3 +206,41 @@ def test_the_service_serves_the_playbooks_alerts_link_to(gated) -> None:
     assert answer.text == playbook_path("gate_failed").read_text("utf-8")
     assert httpx.get(f"{origin}/playbooks/..%2Fsettings.md").status_code == 404
     assert httpx.get(f"{origin}/playbooks/nosuch.md").status_code == 404
+
+
+def test_the_acknowledge_button_is_verified_and_recorded(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json as jsonlib
+    import time
+    from urllib.parse import urlencode
+
+    from dagster_project.alerts import AlertOutbox, AlertRouter
+    from dagster_project.alerts.interactions import slack_signature
+    from dagster_project.services.gatekeeper import start_gatekeeper_from_settings
+    from tests.conftest import free_port
+    from tests.unit.test_alerts import gate_alert
+
+    database = f"sqlite:///{tmp_path / 'platform.db'}"
+    monkeypatch.setenv("TRAINYARD_DATABASE_URL", database)
+    settings = Settings(gatekeeper_url=f"http://127.0.0.1:{free_port()}/lakefs/pre-merge",
+                        slack_signing_secret="slack-signing-secret")
+    router = AlertRouter(AlertOutbox(database))
+    alert = gate_alert()
+    router.raise_alert(alert)
+    incident = router.outbox.incident(alert.dedupe_key)
+    body = urlencode({"payload": jsonlib.dumps({
+        "type": "block_actions", "user": {"id": "U0PRIYA01", "username": "priya"},
+        "actions": [{"action_id": "acknowledge", "value": str(incident.id)}]})}).encode()
+
+    def post(secret: str, stamp: int) -> httpx.Response:
+        return httpx.post(f"{origin}/slack/interactivity", content=body, headers={
+            "X-Slack-Request-Timestamp": str(stamp), "X-Slack-Signature": slack_signature(secret, str(stamp), body),
+            "Content-Type": "application/x-www-form-urlencoded"})
+
+    with start_gatekeeper_from_settings(settings) as service:
+        origin = service.url.removesuffix("/lakefs/pre-merge")
+        assert post("forged", int(time.time())).status_code == 401
+        assert post("slack-signing-secret", int(time.time()) - 3600).status_code == 401  # a replayed request
+        assert router.outbox.incident(alert.dedupe_key).acknowledged_by is None
+        answer = post("slack-signing-secret", int(time.time()))
+    assert answer.status_code == 200 and "acknowledged by priya.shah@northbank.example" in answer.json()["text"]
+    assert router.outbox.incident(alert.dedupe_key).acknowledged_by == "priya.shah@northbank.example"

@@ -98,3 +98,28 @@ def test_an_incident_is_acknowledged_in_the_alerts_thread(tmp_path: Path, exampl
     router.resolve(alert.dedupe_key, "check passed", now=T0 + timedelta(minutes=5))
     with pytest.raises(ValueError, match="was resolved"):
         router.acknowledge(alert.dedupe_key, "x@y.example")
+
+
+def test_the_acknowledge_button_appears_where_slack_interactions_reach_trainyard(
+        example_config: TenantsConfig, tmp_path: Path) -> None:
+    from urllib.parse import urlencode
+
+    from dagster_project.alerts.interactions import NotFromSlack, handle, slack_signature, verify
+
+    alert = pii_alert(example_config, "https://x.example")
+    _, plain = format_blocks(alert, incident_id=3)
+    _, interactive = format_blocks(alert, incident_id=3, acknowledge=True)
+    assert "acknowledge" not in json.dumps(plain)
+    [ack] = [e for b in interactive if b["type"] == "actions" for e in b["elements"] if e["action_id"] == "acknowledge"]
+    assert ack["value"] == "3" and "url" not in ack and invalid_blocks(interactive) is None
+
+    body = b"payload=%7B%7D"
+    headers = {"X-Slack-Request-Timestamp": "1000", "X-Slack-Signature": slack_signature("s3cret", "1000", body)}
+    verify("s3cret", headers, body, now=1100)
+    for secret, now in (("other", 1100), ("s3cret", 1000 + 301), ("", 1100)):
+        with pytest.raises(NotFromSlack):
+            verify(secret, headers, body, now=now)
+    router = AlertRouter(AlertOutbox(f"sqlite:///{tmp_path / 'i.db'}"))
+    url_click = urlencode({"payload": json.dumps({"type": "block_actions", "user": {"id": "U1"},
+                                                  "actions": [{"action_id": "view_run"}]})}).encode()
+    assert handle(url_click, router, lambda uid, name: uid) == "nothing to record"
