@@ -22,6 +22,7 @@ from dagster_project.lakefs.metadata import MERGED_STAGE, PUBLISHED_STAGE, Commi
 from dagster_project.layout import Stage
 from dagster_project.publishing.approvals import ApprovalStore
 from dagster_project.publishing.gatekeeper import touches_actions
+from dagster_project.publishing.ledger import BatchState
 from dagster_project.publishing.versions import Version, find_published_version, next_version
 from dagster_project.quality.result import GateResult
 from dagster_project.stages.batch import DUPLICATES_FILE, Batch, all_quarantine, reason_counts, write_stage
@@ -75,6 +76,11 @@ def run_publish(batch: Batch, store: ApprovalStore | None = None) -> PublishOutc
         return PublishOutcome("already_published", batch.repo.branch_head(batch.branch), None, already.commit_id,
                               already.tag, summary)
 
+    if store is not None and batch.dataset.publish.policy == "auto":
+        outcome = store.ledger.get(batch.tenant.name, batch.dataset.name, batch.batch_id)
+        if outcome is not None and outcome.state is BatchState.REJECTED:  # a re-run never overrules a data owner
+            raise PublishRefused(f"batch {batch.batch_id} was rejected ({outcome.reason}); a rejected batch is "
+                                 "never merged automatically: the client sends a new drop")
     gates = check_gates(batch)
     raw = batch.read(Stage.RAW)
     quarantine = all_quarantine(batch)

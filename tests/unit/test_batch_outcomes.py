@@ -18,8 +18,9 @@ from dagster_project.alerts import AlertKind, AlertOutbox, render
 from dagster_project.gates import GATES
 from dagster_project.layout import Stage
 from dagster_project.publishing.approvals import ApprovalStore, Verdict, rejected_batches
-from dagster_project.publishing.decisions import decide
+from dagster_project.publishing.decisions import NotAwaitingApproval, decide
 from dagster_project.publishing.ledger import BatchState
+from dagster_project.publishing.publish import PublishRefused, run_publish
 from dagster_project.publishing.status import batch_list_lines, batch_status, status_lines
 from dagster_project.publishing.versions import NothingPublished, diff_published
 from dagster_project.stages.batch import Batch
@@ -205,3 +206,20 @@ def test_what_waits_for_people_is_a_table_in_the_ui(location) -> None:
     assert incident["kind"] == "gate_failed" and incident["playbook"].endswith("gate_failed.md")
     again = tick(defs, instance, OUTCOME_SENSOR, cursor=first.cursor)
     assert [e for e in again.asset_events if e.asset_key.path[0] == "trainyard"] == []  # unchanged: not re-observed
+
+
+def test_a_running_batch_cannot_be_rejected_and_a_rejected_one_is_never_merged_automatically(location) -> None:
+    settings, defs, s3, lakefs, instance = location
+    tenant, dataset, request, _ = land_and_run(location, "stahlwerk", "defect_reports", "leaky4", 100, seed=5,
+                                               plant_defects=False, pii_share=0.5)
+    store = ApprovalStore(settings.resolved_database_url)
+    repo = lakefs.repository(tenant.lakefs_repository)
+    running = Batch(tenant, dataset, "in-flight", repo)
+    repo.ensure_branch(running.branch)  # a batch whose run has started: nothing ended yet
+    with pytest.raises(NotAwaitingApproval, match="still being processed"):
+        decide(running, store, tenant.data_owners[0], Verdict.REJECT, "too early")
+
+    blocked = Batch(tenant, dataset, request.partition_key, repo)
+    decide(blocked, store, tenant.data_owners[0], Verdict.REJECT, "PII in a PII-free dataset")
+    with pytest.raises(PublishRefused, match="never merged automatically"):  # a re-run of the batch, say
+        run_publish(blocked, store)
