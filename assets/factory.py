@@ -28,6 +28,7 @@ from assets.metadata import (
 from assets.sensors import build_landing_sensor
 from assets.versions import build_version_definitions
 from dagster_project import layout
+from dagster_project.conservation import ConservationError
 from dagster_project.gates import GATES, Gate, evaluate_and_record, sentence
 from dagster_project.gates.notify import report_gate_result
 from dagster_project.lakefs import MergeConflict
@@ -35,7 +36,7 @@ from dagster_project.layout import Stage
 from dagster_project.plan import PUBLISHED_DESCRIPTION, STAGE_PLAN, StageStep, upstream_of
 from dagster_project.publishing.decisions import approval_request
 from dagster_project.publishing.ledger import BatchOutcome, BatchState
-from dagster_project.publishing.publish import merge_conflict_alert, run_publish
+from dagster_project.publishing.publish import PublishRefused, merge_conflict_alert, run_publish
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import Batch
 from dagster_project.stages.landing import SourceUnavailable
@@ -176,6 +177,11 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
             outcome = run_publish(batch, store)
         except DropRejected as exc:
             raise rejected(context, alerts, approvals, batch, Stage.PUBLISHED, exc) from exc
+        except (PublishRefused, ConservationError) as exc:  # the run fails (and alerts); the batch says why
+            store.ledger.record(BatchOutcome(tenant.name, dataset.name, batch.batch_id, BatchState.REFUSED,
+                                             f"publishing refused: {exc}"[:1000], stage=str(Stage.PUBLISHED),
+                                             run_id=context.run.run_id))
+            raise
         except MergeConflict as exc:
             alerts.router().raise_alert(merge_conflict_alert(batch, str(exc), alerts.playbook_base_url, run_url))
             store.ledger.record(BatchOutcome(tenant.name, dataset.name, batch.batch_id, BatchState.MERGE_CONFLICT,

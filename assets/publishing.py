@@ -58,17 +58,16 @@ def outcome_events(outcome: BatchOutcome, repository: str, web_url: str | None) 
     """How a batch's end shows on its ``published`` partition.
 
     A materialization when the partition's latest metadata would otherwise be stale (a candidate that was merged,
-    rejected or conflicted); an observation when the batch never materialized ``published`` (its run failed at a
-    gate), so the partition stays failed in the UI and the observation says why. A batch stopped at a stage also
-    gets one evaluation per later check, saying it was not evaluated and which gate stopped the batch -- otherwise
-    the UI shows those checks as "execution failed", as if each had failed.
+    rejected, conflicted or re-run and blocked); an observation when the batch never materialized ``published``
+    (its run failed at a gate), so the partition stays failed in the UI and the observation says why. A batch
+    stopped at a stage also gets one evaluation per later check, saying it was not evaluated and which gate
+    stopped the batch -- otherwise the UI shows those checks as "execution failed", as if each had failed.
     """
     key = dg.AssetKey([outcome.tenant, outcome.dataset, "published"])
     metadata = outcome_metadata(outcome, repository, web_url)
     description = f"{outcome.state.value}: {outcome.reason}"
     events: list = []
-    if outcome.state is BatchState.PUBLISHED or (outcome.materialized and outcome.state in (
-            BatchState.REJECTED, BatchState.MERGE_CONFLICT)):
+    if outcome.state is BatchState.PUBLISHED or outcome.materialized:
         events.append(dg.AssetMaterialization(key, partition=outcome.batch_id, description=description,
                                               metadata=metadata))
     else:
@@ -167,8 +166,11 @@ def build_publishing_definitions(tenants: TenantsConfig, settings: Settings) -> 
                     outcome = merge_if_approved(batch, store)
                 except (NotAwaitingApproval, PublishRefused) as exc:
                     # Not mergeable as it stands (branch gone or moved, a gate re-check failed): off the list, with the
-                    # reason in the log; a new publish candidate or a new decision puts it back.
+                    # reason in the log and on the batch; a new publish candidate or a new decision puts it back.
                     store.clear_pending(tenant_name, dataset_name, batch_id)
+                    store.ledger.record(BatchOutcome(tenant_name, dataset_name, batch_id, BatchState.REFUSED,
+                                                     f"not merged: {exc}"[:1000], stage="published",
+                                                     commit_id=pending.commit_id))
                     context.log.warning(f"{tenant_name}/{dataset_name} {batch_id}: no longer waits for a merge: {exc}")
                     continue
                 except MergeConflict as exc:  # nothing merged; the branch stays for the data owner to resolve
@@ -182,10 +184,11 @@ def build_publishing_definitions(tenants: TenantsConfig, settings: Settings) -> 
                     context.log.warning(f"{tenant_name}/{dataset_name} {batch_id}: not merged: {exc}")
                     failed.append(f"{tenant_name}/{dataset_name} {batch_id}: {type(exc).__name__}: {exc}")
                     continue
-                if outcome.status == "published":
+                if outcome.status in ("published", "already_published"):  # an earlier tick may have died here
                     store.ledger.record(BatchOutcome(
                         tenant_name, dataset_name, batch_id, BatchState.PUBLISHED,
-                        f"approved by {', '.join(outcome.approved_by)}; published as {outcome.version_tag} on main",
+                        f"published as {outcome.version_tag} on main" + (
+                            f", approved by {', '.join(outcome.approved_by)}" if outcome.approved_by else ""),
                         stage="published", commit_id=outcome.batch_commit, main_commit=outcome.main_commit,
                         version_tag=outcome.version_tag, actor=", ".join(outcome.approved_by)))
                     merged.append(f"{tenant_name}/{dataset_name} {batch_id} -> {outcome.version_tag}")

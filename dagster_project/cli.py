@@ -119,7 +119,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
         batch = _batch(settings, args.tenant, args.dataset, args.batch)
         store = ApprovalStore(settings.resolved_database_url, schema=settings.database_schema)
         state = decide(batch, store, args.actor, verdict, args.reason or "", commit=args.commit)
-    except (KeyError, NotADataOwner, NotAwaitingApproval, ValueError) as exc:
+    except (KeyError, LookupError, NotADataOwner, NotAwaitingApproval, ValueError) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
     print(f"{args.actor} {verdict.value}d {args.tenant}/{args.dataset} batch {args.batch} at commit {state.commit_id}")
@@ -366,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dagster_project.lakefs import RefNotFound
     from dagster_project.publishing.versions import NothingPublished
     from dagster_project.tenants import UnknownName
 
@@ -374,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (UserError, UnknownName, NothingPublished) as exc:
         print(f"trainyard {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except RefNotFound as exc:  # e.g. a tenant whose lakeFS repository appears only with its first batch
+        print(f"trainyard {args.command}: not in lakeFS: {exc}", file=sys.stderr)
         return 2
 
 

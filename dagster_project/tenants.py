@@ -200,7 +200,8 @@ class TenantConfig(Strict):
     def mentions_for(self, approval: bool) -> tuple[str, ...]:
         """The Slack ids a message should notify: the data owners for an approval request, else on-call."""
         if approval:
-            return tuple(self.slack_user_ids[o] for o in self.data_owners if o in self.slack_user_ids)
+            ids = {email.lower(): uid for email, uid in self.slack_user_ids.items()}
+            return tuple(ids[o.lower()] for o in self.data_owners if o.lower() in ids)
         return (self.oncall_slack_id,) if self.oncall_slack_id else ()
 
     @field_validator("landing_prefix")

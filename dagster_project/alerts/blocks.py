@@ -41,7 +41,19 @@ def _escape(text: str) -> str:
 
 
 def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """At most ``limit`` characters, never cutting an ``&amp;``-style entity in half."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:] and len(cut) - amp < 6:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def _clip(text: str, limit: int) -> str:
+    """Data for mrkdwn: escaped first, then cut, so the escaped text still fits Slack's limit."""
+    return _truncate(_escape(text), limit)
 
 
 def describe_deviation(alert: Alert) -> str | None:
@@ -93,12 +105,12 @@ def _offender_lines(details: dict[str, Any]) -> list[str]:
         offenders = [i for i in items if not any(i is s for s in summaries)]
         for summary in summaries:
             (name, value), = summary.items()
-            lines.append(f"*{_escape(name.replace('_', ' ').capitalize())}:* {_escape(_truncate(_value(value), 400))}")
+            lines.append(f"*{_escape(name.replace('_', ' ').capitalize())}:* {_clip(_value(value), 400)}")
         if offenders:
             shown = offenders[:MAX_OFFENDERS]
             lines.append(f"*{_escape(key.replace('_', ' ').capitalize())}* ({len(shown)} shown"
                          + (f" of the {len(offenders)} listed" if len(offenders) > len(shown) else "") + ")")
-            lines += [f"• {_escape(_truncate(_readable(item), 200))}" for item in shown]
+            lines += [f"• {_clip(_readable(item), 200)}" for item in shown]
     return lines
 
 
@@ -173,7 +185,7 @@ def format_blocks(alert: Alert, occurrences: int = 1, mentions: tuple[str, ...] 
     ]
     summary = [str(alert.details[k]) for k in ("check", "error") if isinstance(alert.details.get(k), str)]
     if summary or mentions:
-        text = "\n".join(_escape(_truncate(s, 1500)) for s in summary)
+        text = "\n".join(_clip(s, 1500) for s in summary)
         if mentions:
             text = f"{_mention_text(mentions)} {text}".strip()
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _truncate(text, SECTION_TEXT_LIMIT)}})
@@ -189,7 +201,7 @@ def format_blocks(alert: Alert, occurrences: int = 1, mentions: tuple[str, ...] 
              if key not in ("check", "error") and not isinstance(value, list | tuple | dict)]
     if extra:
         blocks.append({"type": "section", "text": {"type": "mrkdwn",
-                                                   "text": _escape(_truncate("\n".join(extra), 1900))}})
+                                                   "text": _clip("\n".join(extra), 1900)}})
     buttons = _buttons(alert, incident_id, acknowledge)
     if buttons:
         blocks.append(buttons)
@@ -253,7 +265,7 @@ def format_approval(alert: Alert, mentions: tuple[str, ...] = (),
 def format_acknowledgement(alert: Alert, actor: str, at: datetime | None, note: str = "") -> tuple[str, list]:
     when = f" at {as_utc(at).strftime('%Y-%m-%d %H:%M:%S UTC')}" if at else ""
     text = f":eyes: {actor} acknowledged {alert.title}{when}" + (f": {note}" if note else "")
-    return text, [{"type": "section", "text": {"type": "mrkdwn", "text": _escape(_truncate(text, 2900))}}]
+    return text, [{"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, 2900)}}]
 
 
 def format_recovery(alert: Alert, resolved_by: str | None = None, resolved_at: datetime | None = None,

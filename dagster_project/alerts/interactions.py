@@ -37,13 +37,14 @@ def slack_signature(secret: str, timestamp: str, body: bytes) -> str:
 
 def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | None = None) -> None:
     """Raise :class:`NotFromSlack` unless Slack signed ``body`` with ``secret`` in the last five minutes."""
-    timestamp = headers.get("X-Slack-Request-Timestamp", "")
-    signature = headers.get("X-Slack-Signature", "")
+    lower = {k.lower(): v for k, v in headers.items()}
+    timestamp = lower.get("x-slack-request-timestamp", "")
+    signature = lower.get("x-slack-signature", "")
     if not secret:
         raise NotFromSlack("Slack interactivity is not configured (TRAINYARD_SLACK_SIGNING_SECRET)")
     if not timestamp.isdigit() or abs((now or time.time()) - int(timestamp)) > MAX_AGE_SECONDS:
         raise NotFromSlack("missing or stale X-Slack-Request-Timestamp")
-    if not hmac.compare_digest(slack_signature(secret, timestamp, body), signature):
+    if not hmac.compare_digest(slack_signature(secret, timestamp, body).encode(), signature.encode("utf-8", "replace")):
         raise NotFromSlack("bad X-Slack-Signature")
 
 

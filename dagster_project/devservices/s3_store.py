@@ -5,7 +5,8 @@ Why: ``make demo`` uploads gold sets and drops and exports manifests to S3, and 
 that same world -- an operator who drops a new batch there expects the gold set to still be there. moto keeps state
 in memory only (its recorder replays every request, reads included, so it grows without bound), so this process
 wraps moto's WSGI application: after every successful write (PUT, POST, DELETE) it mirrors the affected bucket to
-``<state dir>/<bucket>/`` -- one data file and one JSON file of metadata per object, named by a hash of the key --
+``<state dir>/<bucket>/`` -- per object a JSON file of metadata named by a hash of the key, written last and naming
+its data file (named by a hash of the bytes), so a crash in between leaves the previous version whole --
 and on start it loads the mirror back with each object's original ``LastModified`` (the landing sensor compares
 arrival times, so a restart must not make every file look new). Reading and restoring objects uses moto's backend
 objects directly: a dev stand-in, pinned with moto; production uses S3 or MinIO.
@@ -17,6 +18,7 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 import threading
 from datetime import datetime
 from pathlib import Path
@@ -56,8 +58,12 @@ class Mirror:
                 backend.create_bucket(bucket_name, "us-east-1")
             etags = self._etags.setdefault(bucket_name, {})
             for meta_file in bucket_dir.glob("*.json"):
-                meta = json.loads(meta_file.read_text("utf-8"))
-                data = (bucket_dir / f"{meta_file.stem}.bin").read_bytes()
+                try:
+                    meta = json.loads(meta_file.read_text("utf-8"))
+                    data = (bucket_dir / meta["data"]).read_bytes()
+                except (OSError, ValueError) as exc:  # one damaged entry must not keep the whole S3 down
+                    print(f"s3_store: skipping {meta_file}: {exc}", file=sys.stderr, flush=True)
+                    continue
                 key = backend.put_object(bucket_name, meta["key"], data)
                 key.set_metadata(meta.get("metadata", {}))
                 if meta.get("content_type"):
@@ -65,7 +71,7 @@ class Mirror:
                 key.last_modified = as_utc(datetime.fromisoformat(meta["last_modified"]))
                 if meta.get("etag"):  # a multipart upload's ETag is not the MD5 of its bytes: keep the original
                     key._etag = meta["etag"].strip('"')
-                etags[meta["key"]] = key.etag
+                etags[meta["key"]] = f"{key.etag}@{as_utc(key.last_modified).isoformat()}"
                 restored += 1
         return restored
 
@@ -86,18 +92,25 @@ class Mirror:
             known = self._etags.setdefault(bucket_name, {})
             current = {name: key for name, key in bucket.keys.items() if key is not None}
             for name, key in current.items():
-                if known.get(name) == key.etag:
+                version = f"{key.etag}@{as_utc(key.last_modified).isoformat()}"  # same bytes sent again: a new time
+                if known.get(name) == version:
                     continue
-                stem = _name(name)
-                self._write(folder / f"{stem}.bin", key.value)
-                meta = {"key": name, "last_modified": as_utc(key.last_modified).isoformat(), "etag": key.etag,
+                stem, value = _name(name), key.value
+                data_name = f"{stem}-{hashlib.sha256(value).hexdigest()[:16]}.bin"  # new bytes, new file
+                self._write(folder / data_name, value)
+                meta = {"key": name, "data": data_name, "last_modified": as_utc(key.last_modified).isoformat(),
+                        "etag": key.etag,
                         "content_type": key.metadata.get("Content-Type"),
                         "metadata": {k: v for k, v in key.metadata.items() if k != "Content-Type"}}
-                self._write(folder / f"{stem}.json", json.dumps(meta).encode("utf-8"))
-                known[name] = key.etag
+                self._write(folder / f"{stem}.json", json.dumps(meta).encode("utf-8"))  # last: names the data
+                for old in folder.glob(f"{stem}-*.bin"):
+                    if old.name != data_name:
+                        old.unlink(missing_ok=True)
+                known[name] = version
             for name in [n for n in known if n not in current]:
-                for suffix in (".json", ".bin"):
-                    (folder / f"{_name(name)}{suffix}").unlink(missing_ok=True)
+                (folder / f"{_name(name)}.json").unlink(missing_ok=True)  # first: no entry names the data any more
+                for old in folder.glob(f"{_name(name)}-*.bin"):
+                    old.unlink(missing_ok=True)
                 del known[name]
 
     @staticmethod

@@ -263,6 +263,11 @@ class ApprovalStore:
         return [ApprovalRecord(r["id"], r["tenant"], r["dataset"], r["batch_id"], r["commit_id"],
                                Verdict(r["verdict"]), r["actor"], r["reason"], as_utc(r["decided_at"])) for r in rows]
 
+    def rejection(self, tenant: str, dataset: str, batch_id: str) -> ApprovalRecord | None:
+        """The batch's latest decision if it is a rejection: an ``auto`` batch rejected so is never merged."""
+        history = self.history(tenant, dataset, batch_id)
+        return history[-1] if history and history[-1].verdict == Verdict.REJECT else None
+
     def batches_with_decisions(self) -> list[tuple[str, str, str]]:
         """(tenant, dataset, batch_id) of every batch anyone has decided on."""
         query = sa.select(self.table.c.tenant, self.table.c.dataset, self.table.c.batch_id).distinct()

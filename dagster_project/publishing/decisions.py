@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from dagster_project import layout
 from dagster_project.alerts import Alert, AlertKind, playbook_url
-from dagster_project.gates import blocking_gate_names, read_gate_results, sentence
+from dagster_project.gates import sentence
 from dagster_project.lakefs import Commit, LakeFSPort, RefNotFound
 from dagster_project.lakefs.metadata import PUBLISHED_STAGE, CommitMetadata
 from dagster_project.publishing.approvals import ApprovalState, ApprovalStore, Verdict, rejected_batches
@@ -75,21 +75,10 @@ def decide(batch: Batch, store: ApprovalStore, actor: str, verdict: Verdict, rea
     return state
 
 
-def ended(batch: Batch, outcome: BatchOutcome | None) -> bool:
-    """Whether the batch stopped somewhere a data owner can close it out: an outcome says so, or -- for a batch
-    from before outcomes were recorded -- its branch holds a publish candidate or a failed blocking gate."""
-    if outcome is not None:
-        return outcome.state is not BatchState.PUBLISHED
-    try:
-        publish_candidate(batch)
-        return True
-    except NotAwaitingApproval:
-        return any(not g.passed and g.name in blocking_gate_names() for g in read_gate_results(batch))
-
-
 def close_out(batch: Batch, store: ApprovalStore, actor: str, reason: str, commit: str | None = None) -> ApprovalState:
-    """Reject the batch as it stands -- a publish candidate, or a batch a gate blocked (whose branch may hold PII):
-    the decision is recorded like any other, the batch leaves every list of things to merge, and its branch goes
+    """Reject the batch as it stands -- a publish candidate, a batch a gate blocked (whose branch may hold PII), or
+    one still running: the decision is recorded like any other, the batch is never merged (a running ``auto``
+    batch stops at its merge, :func:`~dagster_project.publishing.publish.refuse_if_rejected`), and its branch goes
     after the retention period like every rejected batch's."""
     try:
         head_id = batch.repo.branch_head(batch.branch)
@@ -102,10 +91,11 @@ def close_out(batch: Batch, store: ApprovalStore, actor: str, reason: str, commi
         raise NotAwaitingApproval(f"batch {batch.batch_id}: you reviewed commit {commit}, but the branch is now at "
                                   f"{head_id[:12]}; look at it again first")
     previous = store.ledger.get(batch.tenant.name, batch.dataset.name, batch.batch_id)
-    if not ended(batch, previous):
-        raise NotAwaitingApproval(f"batch {batch.batch_id} is still being processed (no gate stopped it and it does "
-                                  "not wait for approval): reject it once `trainyard show` says where it ended")
-    store.decide(batch.tenant, batch.dataset, batch.batch_id, head_id, actor, Verdict.REJECT, reason)
+    # Under the lock merges take: a merge in flight finishes first (and then the batch is on main), or sees this.
+    with store.publish_lock(batch.tenant.name, batch.dataset.name):
+        if find_published_version(batch.repo, batch.dataset.name, batch.batch_id) is not None:
+            raise NotAwaitingApproval(f"batch {batch.batch_id} is already on main")
+        store.decide(batch.tenant, batch.dataset, batch.batch_id, head_id, actor, Verdict.REJECT, reason)
     store.clear_pending(batch.tenant.name, batch.dataset.name, batch.batch_id)
     was = f" (was {previous.state.value}: {previous.reason})" if previous else ""
     store.ledger.record(BatchOutcome(batch.tenant.name, batch.dataset.name, batch.batch_id, BatchState.REJECTED,

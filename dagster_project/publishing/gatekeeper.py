@@ -109,6 +109,9 @@ def evaluate_merge(payload: dict[str, Any], repo_for: Callable[[str], LakeFSPort
         return MergeDecision(False, f"batch {batch_id}: gates failed or missing on commit {commit_id[:12]}: "
                                     f"{', '.join(failed)}")
     if dataset.publish.policy == "auto":
+        rejection = store.rejection(tenant.name, dataset_name, batch_id)
+        if rejection is not None:
+            return MergeDecision(False, f"batch {batch_id} was rejected by {rejection.actor}: {rejection.reason}")
         return MergeDecision(True, f"batch {batch_id}: every gate passed; publish policy auto")
     state = store.state(tenant, dataset, batch_id, commit_id)
     if state.approved:

@@ -18,7 +18,7 @@ from enum import StrEnum
 import sqlalchemy as sa
 
 from dagster_project.clock import as_utc, utcnow
-from dagster_project.db import create_tables
+from dagster_project.db import create_tables, named_lock
 
 OUTCOMES_TABLE = "trainyard_batch_outcomes"
 
@@ -36,9 +36,13 @@ class BatchState(StrEnum):
     """Merging it into ``main`` conflicted; nothing changed, the batch stays on its branch."""
     DROP_REJECTED = "drop_rejected"
     """Nothing of the drop could be published (no valid manifest, every record quarantined or a duplicate)."""
+    REFUSED = "refused"
+    """Publishing refused it after its gates: records that became duplicates of main meanwhile, a change to the
+    lakeFS actions, a record-conservation error, a data owner's earlier rejection."""
 
 
-OPEN_STATES = frozenset({BatchState.AWAITING_APPROVAL, BatchState.BLOCKED, BatchState.MERGE_CONFLICT})
+OPEN_STATES = frozenset({BatchState.AWAITING_APPROVAL, BatchState.BLOCKED, BatchState.MERGE_CONFLICT,
+                         BatchState.REFUSED})
 """States a person still has to act on (approve, reject, resolve or re-run)."""
 
 
@@ -103,8 +107,12 @@ class BatchLedger:
         """Make ``outcome`` the batch's latest; ``reported=True`` when the caller's own run reports it to Dagster."""
         at = as_utc(outcome.at or utcnow())
         key = self._key(outcome.tenant, outcome.dataset, outcome.batch_id)
-        with self.engine.begin() as conn:
+        # One writer per batch (SQLite ignores FOR UPDATE; PostgreSQL has no row to lock before the first insert).
+        lock = named_lock(self.engine, f"{OUTCOMES_TABLE}:{outcome.tenant}:{outcome.dataset}:{outcome.batch_id}")
+        with lock, self.engine.begin() as conn:
             previous = conn.execute(sa.select(self.table).where(*key).with_for_update()).mappings().first()
+            if previous and self._same(previous, outcome) and (previous["reported"] or not reported):
+                return self._outcome(previous)  # e.g. the same merge conflict on every tick: nothing new to show
             materialized = bool(previous and (previous["materialized"] or previous["state"] in (
                 BatchState.AWAITING_APPROVAL.value, BatchState.PUBLISHED.value)))
             revision = (previous["revision"] + 1) if previous else 1
@@ -149,11 +157,21 @@ class BatchLedger:
         return [self._outcome(r) for r in rows]
 
     def mark_reported(self, tenant: str, dataset: str, batch_id: str, revision: int) -> bool:
-        """Only the revision that was reported: an outcome recorded meanwhile stays unreported."""
+        """Only the revision that was reported. If the batch moved on meanwhile, its newer outcome is reported
+        (again) after this one, so the older event is never the partition's latest."""
         with self.engine.begin() as conn:
             result = conn.execute(sa.update(self.table).where(
                 *self._key(tenant, dataset, batch_id), self.table.c.revision == revision).values(reported=True))
-        return result.rowcount == 1
+            if result.rowcount == 1:
+                return True
+            conn.execute(sa.update(self.table).where(
+                *self._key(tenant, dataset, batch_id), self.table.c.revision > revision).values(reported=False))
+        return False
+
+    @staticmethod
+    def _same(row: sa.RowMapping, outcome: BatchOutcome) -> bool:
+        return all(row[name] == (getattr(outcome, name).value if name == "state" else getattr(outcome, name))
+                   for name in ("state", "reason", "stage", "gate", "commit_id", "main_commit", "version_tag"))
 
     def _key(self, tenant: str, dataset: str, batch_id: str) -> tuple[sa.ColumnElement[bool], ...]:
         c = self.table.c

@@ -22,7 +22,6 @@ from dagster_project.lakefs.metadata import MERGED_STAGE, PUBLISHED_STAGE, Commi
 from dagster_project.layout import Stage
 from dagster_project.publishing.approvals import ApprovalStore
 from dagster_project.publishing.gatekeeper import touches_actions
-from dagster_project.publishing.ledger import BatchState
 from dagster_project.publishing.versions import Version, find_published_version, next_version
 from dagster_project.quality.result import GateResult
 from dagster_project.stages.batch import DUPLICATES_FILE, Batch, all_quarantine, reason_counts, write_stage
@@ -76,11 +75,7 @@ def run_publish(batch: Batch, store: ApprovalStore | None = None) -> PublishOutc
         return PublishOutcome("already_published", batch.repo.branch_head(batch.branch), None, already.commit_id,
                               already.tag, summary)
 
-    if store is not None and batch.dataset.publish.policy == "auto":
-        outcome = store.ledger.get(batch.tenant.name, batch.dataset.name, batch.batch_id)
-        if outcome is not None and outcome.state is BatchState.REJECTED:  # a re-run never overrules a data owner
-            raise PublishRefused(f"batch {batch.batch_id} was rejected ({outcome.reason}); a rejected batch is "
-                                 "never merged automatically: the client sends a new drop")
+    refuse_if_rejected(batch, store)
     gates = check_gates(batch)
     raw = batch.read(Stage.RAW)
     quarantine = all_quarantine(batch)
@@ -147,9 +142,22 @@ def merge_batch(batch: Batch, candidate: CommitMetadata | None, approved_by: tup
         return _merge_and_tag(batch, source, candidate, approved_by, approved_commit, store)
 
 
+def refuse_if_rejected(batch: Batch, store: ApprovalStore | None) -> None:
+    """A re-run never overrules a data owner: an ``auto`` batch whose latest decision (in the append-only audit
+    table) is a rejection is never merged. (Under ``owner``, approvals bind to a candidate commit instead.)"""
+    if store is None or batch.dataset.publish.policy != "auto":
+        return
+    rejection = store.rejection(batch.tenant.name, batch.dataset.name, batch.batch_id)
+    if rejection is not None:
+        raise PublishRefused(f"batch {batch.batch_id} was rejected by {rejection.actor} ({rejection.reason}); a "
+                             "rejected batch is never merged automatically: the client sends a new drop")
+
+
 def _merge_and_tag(batch: Batch, source: str, candidate: CommitMetadata | None, approved_by: tuple[str, ...],
                    approved_commit: str | None, store: ApprovalStore | None) -> tuple[str, str]:
     already = merged_commit(batch)
+    if already is None:  # checked again under the lock a rejection also takes
+        refuse_if_rejected(batch, store)
     if already is None:
         refuse_new_duplicates_of_main(batch, source)
     counts = {k: v for k, v in (candidate.counts if candidate else {}).items() if k in CONSERVATION_COUNTS}

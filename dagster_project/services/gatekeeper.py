@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 WEBHOOK_PATH = "/lakefs/pre-merge"
 PLAYBOOKS_PATH = "/playbooks/"
 SLACK_INTERACTIVITY_PATH = "/slack/interactivity"
+MAX_INTERACTION_BYTES = 64 * 1024
 """Set as the Slack app's Interactivity Request URL (``<public origin>/slack/interactivity``)."""
 DECISIONS_KEPT = 1000
 
@@ -66,7 +67,12 @@ class _Handler(BaseHTTPRequestHandler):
         if kind not in {k.value for k in AlertKind}:
             self._answer(HTTPStatus.NOT_FOUND, {"error": f"no playbook {name!r}"})
             return
-        data = playbook_path(kind).read_bytes()
+        try:
+            data = playbook_path(kind).read_bytes()
+        except OSError:  # an install without the ops_playbooks folder: say so rather than fail
+            self._answer(HTTPStatus.NOT_FOUND, {"error": f"playbook {name!r} is not installed here; set "
+                                                         "TRAINYARD_PLAYBOOK_BASE_URL"})
+            return
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/plain; charset=utf-8")  # Markdown, readable as it is
         self.send_header("Content-Length", str(len(data)))
@@ -74,12 +80,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def _slack_interaction(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0") or 0))
         if self.server.interactions is None:
             self._answer(HTTPStatus.NOT_FOUND, {"error": "Slack interactivity is not configured"})
             return
+        length = self.headers.get("Content-Length", "0")
+        if not length.isdigit() or int(length) > MAX_INTERACTION_BYTES:  # read nothing unbounded before the check
+            self._answer(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"ok": False, "error": "body missing or too large"})
+            return
+        body = self.rfile.read(int(length))
         try:
-            done = self.server.interactions(dict(self.headers.items()), body)
+            # Header names compared case-insensitively (a proxy may lower-case them).
+            done = self.server.interactions({k.lower(): v for k, v in self.headers.items()}, body)
         except InteractionRefused as exc:
             status = HTTPStatus.UNAUTHORIZED if isinstance(exc, NotFromSlack) else HTTPStatus.BAD_REQUEST
             self._answer(status, {"ok": False, "error": str(exc)})

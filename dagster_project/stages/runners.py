@@ -156,7 +156,9 @@ def run_labeling_tasks(batch: Batch, inputs: StageInputs) -> StageReport:
     records = batch.read(Stage.DEDUP)
     gold_set = inputs.gold_set(batch)
     wanted = gold_sample_size(len(records), batch.dataset.gold_rate)
-    gold = select_gold(gold_set, wanted, batch.batch_id) if wanted and len(gold_set) else gold_set.iloc[0:0]
+    # A gold set smaller than the batch needs gives what it has; the gold_set gate then stops the batch, naming both.
+    available = min(wanted, len(gold_set))
+    gold = select_gold(gold_set, available, batch.batch_id) if available else gold_set.iloc[0:0]
     tasks = build_tasks(records, batch.dataset, gold)
     write_stage(batch, Stage.LABELING_TASKS, tasks)
     batch.repo.put_frame(batch.branch, batch.stage_file(Stage.LABELING_TASKS, GOLD_FILE),

@@ -29,6 +29,7 @@ from tests.waiting import wait_until
 TRAINYARD = str(Path(sys.executable).parent / "trainyard")
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
+"""Where the README's screenshots live; the suite replaces them only with TRAINYARD_UPDATE_SCREENSHOTS=1."""
 UI_TIMEOUT_MS = 90_000
 """How long a page may take to show what is asserted (the UI loads the code location and queries lazily)."""
 BAD, GOOD = "demo-0002-bad", "demo-0001"
@@ -85,8 +86,10 @@ def page(demo_ui) -> Iterator[Page]:
 
 
 def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    folder = SCREENSHOTS if os.environ.get("TRAINYARD_UPDATE_SCREENSHOTS") == "1" else Path(
+        os.environ.get("TMPDIR", "/tmp")) / "trainyard-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"))
 
 
 def test_dev_serves_the_demos_s3(demo_ui) -> None:

@@ -16,14 +16,18 @@ from assets.publishing import MERGE_SENSOR, OUTCOME_SENSOR
 from dagster_project import layout
 from dagster_project.alerts import AlertKind, AlertOutbox, render
 from dagster_project.gates import GATES
+from dagster_project.lakefs.metadata import CommitMetadata
 from dagster_project.layout import Stage
 from dagster_project.publishing.approvals import ApprovalStore, Verdict, rejected_batches
-from dagster_project.publishing.decisions import NotAwaitingApproval, decide
-from dagster_project.publishing.ledger import BatchState
+from dagster_project.publishing.decisions import decide
+from dagster_project.publishing.gatekeeper import gatekeeper_decider
+from dagster_project.publishing.ledger import BatchOutcome, BatchState
 from dagster_project.publishing.publish import PublishRefused, run_publish
 from dagster_project.publishing.status import batch_list_lines, batch_status, status_lines
 from dagster_project.publishing.versions import NothingPublished, diff_published
+from dagster_project.quality.result import Comparison, GateVerdict
 from dagster_project.stages.batch import Batch
+from dagster_project.tenants import load_tenants
 from tests.unit.conftest import land_and_run
 
 
@@ -208,18 +212,62 @@ def test_what_waits_for_people_is_a_table_in_the_ui(location) -> None:
     assert [e for e in again.asset_events if e.asset_key.path[0] == "trainyard"] == []  # unchanged: not re-observed
 
 
-def test_a_running_batch_cannot_be_rejected_and_a_rejected_one_is_never_merged_automatically(location) -> None:
+def test_a_rejected_batch_is_never_merged_automatically_whatever_happens_after(location) -> None:
     settings, defs, s3, lakefs, instance = location
     tenant, dataset, request, _ = land_and_run(location, "stahlwerk", "defect_reports", "leaky4", 100, seed=5,
                                                plant_defects=False, pii_share=0.5)
     store = ApprovalStore(settings.resolved_database_url)
     repo = lakefs.repository(tenant.lakefs_repository)
-    running = Batch(tenant, dataset, "in-flight", repo)
-    repo.ensure_branch(running.branch)  # a batch whose run has started: nothing ended yet
-    with pytest.raises(NotAwaitingApproval, match="still being processed"):
-        decide(running, store, tenant.data_owners[0], Verdict.REJECT, "too early")
-
     blocked = Batch(tenant, dataset, request.partition_key, repo)
     decide(blocked, store, tenant.data_owners[0], Verdict.REJECT, "PII in a PII-free dataset")
-    with pytest.raises(PublishRefused, match="never merged automatically"):  # a re-run of the batch, say
+    # A re-run is blocked again (the ledger moves on to "blocked"), then one passes: the rejection still stands.
+    store.ledger.record(BatchOutcome(tenant.name, dataset.name, blocked.batch_id, BatchState.BLOCKED, "again",
+                                     gate="pii_residual"))
+    with pytest.raises(PublishRefused, match="never merged automatically"):
         run_publish(blocked, store)
+    # A merge started by hand is refused too, even of a commit recorded as a candidate whose gates all passed.
+    meta = CommitMetadata.with_counts({}, stage="published", tenant=tenant.name, dataset=dataset.name,
+                                      batch_id=blocked.batch_id)
+    repo.put_bytes(blocked.branch, f"datasets/{dataset.name}/published/batch={blocked.batch_id}/data.parquet", b"x")
+    candidate = repo.commit(blocked.branch, "a candidate after the rejection", meta.to_lakefs())
+    store.record_candidate(tenant.name, dataset.name, blocked.batch_id, candidate, {
+        g.name: GateVerdict(passed=True, value=0, threshold=0, comparison=Comparison.AT_MOST) for g in GATES})
+    decide_merge = gatekeeper_decider(load_tenants(settings.tenants_file), lambda name: repo, store)
+    decision = decide_merge({"repository_id": tenant.lakefs_repository, "branch_id": "main",
+                             "source_ref": candidate, "event_type": "pre-merge"})
+    assert not decision.allowed and "rejected by anna.becker@stahlwerk.example" in decision.reason
+
+    # A batch still running can be rejected: its merge will refuse.
+    running = Batch(tenant, dataset, "in-flight", repo)
+    repo.ensure_branch(running.branch)
+    decide(running, store, tenant.data_owners[0], Verdict.REJECT, "wrong export")
+    assert store.rejection(tenant.name, dataset.name, "in-flight") is not None
+
+
+def test_the_ledger_shows_each_outcome_once_and_the_latest_last(tmp_path) -> None:
+    from dagster_project.db import make_engine
+    from dagster_project.publishing.ledger import BatchLedger
+
+    ledger = BatchLedger(make_engine(f"sqlite:///{tmp_path / 'l.db'}"))
+    conflict = BatchOutcome("t", "d", "b1", BatchState.MERGE_CONFLICT, "conflict on x", stage="published")
+    first = ledger.record(conflict)
+    assert ledger.record(conflict).revision == first.revision  # the same conflict on the next tick: nothing new
+    assert ledger.mark_reported("t", "d", "b1", first.revision) and ledger.unreported() == []
+    # The sensor emitted revision r while a run recorded (and reported) r+1: r+1 is shown again, after r.
+    newer = ledger.record(BatchOutcome("t", "d", "b1", BatchState.AWAITING_APPROVAL, "candidate"), reported=True)
+    assert not ledger.mark_reported("t", "d", "b1", first.revision)
+    assert [o.revision for o in ledger.unreported()] == [newer.revision]
+
+
+def test_a_gold_set_smaller_than_the_batch_needs_is_named_by_its_gate(location) -> None:
+    settings, defs, s3, lakefs, instance = location
+    from dagster_project.devservices.sample_data import upload_gold_set
+    from tests.unit.conftest import BUCKET
+
+    tenant = load_tenants(settings.tenants_file).tenant("northbank")
+    upload_gold_set(s3, BUCKET, tenant, tenant.dataset("support_intents"), n=3)
+    _, _, _, result = land_and_run(location, "northbank", "support_intents", "smallgold", 200, seed=7,
+                                   gold_set=False)
+    [failed] = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert failed.check_name == "gold_set" and failed.description.startswith("gold_set: 3 gold items were mixed")
+    assert "gave 3 of the" in failed.metadata["worst_offenders"].value[0]["problem"]
