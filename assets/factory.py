@@ -197,17 +197,17 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
                 f"commit {outcome.batch_commit[:12]}")
         else:
             state, reason = BatchState.PUBLISHED, f"published as {outcome.version_tag} on main"
+        conservation = outcome.summary.get("conservation", {})
+        figures: dict[str, float] = {"dagster/row_count": int(conservation.get("published", 0)),
+                                     **{name: int(conservation.get(name, 0))
+                                        for name in ("records_in", "quarantined", "duplicates")},
+                                     # every gate's value per batch, so Plots draws them across batches
+                                     **{f"gate/{g.name}": float(g.value) for g in outcome.gates}}
         recorded = store.ledger.record(BatchOutcome(
             tenant.name, dataset.name, batch.batch_id, state, reason, stage=str(Stage.PUBLISHED),
             commit_id=outcome.batch_commit, main_commit=outcome.main_commit, version_tag=outcome.version_tag,
-            run_id=context.run.run_id), reported=True)  # this materialization reports it
+            run_id=context.run.run_id, figures=figures), reported=True)  # this materialization reports it
         metadata = outcome_metadata(recorded, batch.repo.name, lakefs.web_url)
-        conservation = outcome.summary.get("conservation", {})
-        metadata["dagster/row_count"] = int(conservation.get("published", 0))
-        for name in ("records_in", "quarantined", "duplicates"):
-            metadata[name] = int(conservation.get(name, 0))
-        for gate_result in outcome.gates:  # every gate's value per batch, so Plots draws them across batches
-            metadata[f"gate/{gate_result.name}"] = float(gate_result.value)
         if outcome.summary.get("label_distribution"):
             metadata["label_distribution"] = label_table(outcome.summary["label_distribution"])
         context.log.info(f"batch {batch.batch_id}: {reason}")

@@ -113,7 +113,9 @@ def check_metadata(result: GateResult, playbook: str | None) -> dict[str, Any]:
 def outcome_metadata(outcome: BatchOutcome, repository: str, web_url: str | None) -> dict[str, Any]:
     """Where a batch ended, on its ``published`` partition: status, why, and the commits to look at."""
     metadata: dict[str, Any] = {"status": outcome.state.value, "outcome": outcome.reason,
-                                "lakefs_branch": layout.batch_branch(outcome.dataset, outcome.batch_id)}
+                                "lakefs_branch": layout.batch_branch(outcome.dataset, outcome.batch_id),
+                                **{name: int(v) if float(v).is_integer() and not name.startswith("gate/") else
+                                   float(v) for name, v in outcome.figures.items()}}
     for name in ("stage", "gate", "actor", "version_tag", "main_commit", "commit_id"):
         value = getattr(outcome, name)
         if value:

@@ -28,7 +28,7 @@ from dagster_project.gates import read_gate_results
 from dagster_project.lakefs import LakeFSRepository, RefNotFound, settings_client
 from dagster_project.layout import Stage
 from dagster_project.publishing.approvals import ApprovalStore
-from dagster_project.publishing.versions import Version, find_published_version
+from dagster_project.publishing.versions import Version, export_key, find_published_version
 from dagster_project.quality.result import GateResult
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import Batch
@@ -135,6 +135,22 @@ def _bad_batch_done(settings: Settings, instance: dg.DagsterInstance, target: Ta
     return any(m.status == OutboxStatus.SENT for m in _alert_messages(settings, dataset, BAD_DROP))
 
 
+ACTIVE_RUNS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+
+
+def _settled(settings: Settings, instance: dg.DagsterInstance, good: list[Target]) -> bool:
+    """Every published demo version has its training manifest in S3 and no run is still going."""
+    s3 = s3_client(settings)
+    for tenant, dataset in good:
+        try:
+            s3.head_object(Bucket=settings.landing_bucket,
+                           Key=export_key(tenant.landing_prefix, dataset.name, "latest"))
+        except s3.exceptions.ClientError:
+            return False
+    return not instance.get_run_records(filters=dg.RunsFilter(statuses=ACTIVE_RUNS), limit=1)
+
+
 def _awaiting_approval(store: ApprovalStore, tenant: TenantConfig, dataset: DatasetConfig) -> str | None:
     """The candidate commit the publish step recorded as waiting for its data owners, if any.
 
@@ -165,7 +181,9 @@ def _wait(settings: Settings, good: list[Target], bad: Target, env: dict[str, st
     bad_done = False
     with (dg.DagsterInstance.get() as instance,
           ApprovalStore(settings.resolved_database_url, schema=settings.database_schema) as store):
-        while pending or not bad_done or store.ledger.unreported():  # ... and the UI shows where each ended
+        # ... and the UI shows where each ended, every version's manifest is exported, and no run is left running
+        # (a run worker outliving the services would retry against the next run's S3).
+        while pending or not bad_done or store.ledger.unreported() or not _settled(settings, instance, good):
             for tenant, dataset in list(pending):
                 if _published(settings, tenant, dataset):
                     print(f"  {tenant.name}/{dataset.name}: batch {DEMO_DROP} is on main", flush=True)
@@ -312,14 +330,14 @@ def run_demo(settings: Settings | None = None) -> int:
               f"Slack {settings.slack_base_url}", flush=True)
         s3 = s3_client(settings)
         for seed, (tenant, dataset) in enumerate(targets, start=1):
-            upload_gold_set(s3, settings.landing_bucket, tenant, dataset)
+            upload_gold_set(s3, settings.landing_bucket, tenant, dataset, unchanged_ok=True)
             plan = build_drop(tenant, dataset, DEMO_DROP, DEMO_RECORDS, seed=seed)
-            upload_drop(s3, settings.landing_bucket, plan)
+            upload_drop(s3, settings.landing_bucket, plan, unchanged_ok=True)  # S3 keeps them across runs
             print(f"  uploaded s3://{settings.landing_bucket}/{plan.drop_prefix} ({plan.records} rows, "
                   f"{plan.unparsable} unparsable, {plan.invalid} invalid, {plan.duplicates} duplicates, "
                   f"{plan.with_pii} with PII) and a gold set", flush=True)
         bad_plan, bad_gate = bad_drop_plan(*bad)
-        upload_drop(s3, settings.landing_bucket, bad_plan)
+        upload_drop(s3, settings.landing_bucket, bad_plan, unchanged_ok=True)
         print(f"  uploaded s3://{settings.landing_bucket}/{bad_plan.drop_prefix} -- a bad drop the {bad_gate} gate "
               f"must stop", flush=True)
         with dg.DagsterInstance.get() as instance:

@@ -11,6 +11,7 @@ planted, so tests can assert on exact counts.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -207,13 +208,29 @@ def build_drop(tenant: TenantConfig, dataset: DatasetConfig, drop_name: str, n: 
     return plan
 
 
-def upload_drop(s3: Any, bucket: str, plan: DropPlan) -> None:
-    """Upload data files first and the manifest last, as clients are asked to (the manifest marks completion)."""
+def put_object(s3: Any, bucket: str, key: str, body: bytes, unchanged_ok: bool = False) -> bool:
+    """Upload ``body``; with ``unchanged_ok``, not when the object already holds exactly these bytes -- a re-upload
+    would give it a new ``LastModified``, and the landing sensor would see a file added to a registered drop.
+    Returns whether it uploaded."""
+    if unchanged_ok:
+        try:
+            etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+        except s3.exceptions.ClientError:
+            etag = None
+        if etag == hashlib.md5(body, usedforsecurity=False).hexdigest():
+            return False
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    return True
+
+
+def upload_drop(s3: Any, bucket: str, plan: DropPlan, unchanged_ok: bool = False) -> None:
+    """Upload data files first and the manifest last, as clients are asked to (the manifest marks completion).
+    ``unchanged_ok``: leave objects that already hold the same bytes alone (the demo run again)."""
     for name, body in plan.files.items():
-        s3.put_object(Bucket=bucket, Key=plan.drop_prefix + name, Body=body)
+        put_object(s3, bucket, plan.drop_prefix + name, body, unchanged_ok)
     if plan.manifest is not None:
-        s3.put_object(Bucket=bucket, Key=plan.drop_prefix + MANIFEST_NAME,
-                      Body=json.dumps(plan.manifest, indent=2).encode("utf-8"))
+        put_object(s3, bucket, plan.drop_prefix + MANIFEST_NAME,
+                   json.dumps(plan.manifest, indent=2).encode("utf-8"), unchanged_ok)
 
 
 def ensure_bucket(s3: Any, bucket: str) -> None:
@@ -236,7 +253,7 @@ def build_gold_set(dataset: DatasetConfig, n: int = 200, seed: int = 999) -> byt
 
 
 def upload_gold_set(s3: Any, bucket: str, tenant: TenantConfig, dataset: DatasetConfig, n: int = 200,
-                    seed: int = 999) -> str:
+                    seed: int = 999, unchanged_ok: bool = False) -> str:
     key = f"{gold_prefix(tenant.landing_prefix, dataset.name)}gold.jsonl"
-    s3.put_object(Bucket=bucket, Key=key, Body=build_gold_set(dataset, n, seed))
+    put_object(s3, bucket, key, build_gold_set(dataset, n, seed), unchanged_ok)
     return key

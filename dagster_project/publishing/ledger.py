@@ -11,7 +11,7 @@ and *versions*; this is the one place that says where a batch stands.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -73,6 +73,9 @@ class BatchOutcome:
     reported: bool = False
     """The Dagster UI has this outcome (its run reported it, or the outcome sensor did)."""
     revision: int = 0
+    figures: dict[str, float] = field(default_factory=dict)
+    """The batch's numbers (records, quarantined, duplicates, every gate's value), carried to later outcomes, so a
+    merge reported outside any run plots like one made in a run."""
 
 
 class BatchLedger:
@@ -99,6 +102,7 @@ class BatchLedger:
             sa.Column("materialized", sa.Boolean(), nullable=False, default=False),
             sa.Column("reported", sa.Boolean(), nullable=False, default=False),
             sa.Column("revision", sa.Integer(), nullable=False, default=1),
+            sa.Column("figures", sa.JSON()),
             sa.Index(f"ix_{OUTCOMES_TABLE}_unreported", "reported"),
         )
         create_tables(engine, metadata, schema)
@@ -116,6 +120,8 @@ class BatchLedger:
             materialized = bool(previous and (previous["materialized"] or previous["state"] in (
                 BatchState.AWAITING_APPROVAL.value, BatchState.PUBLISHED.value)))
             revision = (previous["revision"] + 1) if previous else 1
+            if not outcome.figures and previous and previous["figures"]:
+                outcome = replace(outcome, figures=dict(previous["figures"]))
             if (previous and outcome.state is BatchState.BLOCKED and previous["state"] == BatchState.BLOCKED.value
                     and outcome.run_id and previous["run_id"] == outcome.run_id and outcome.gate
                     and outcome.gate not in (previous["gate"] or "").split(", ")):
@@ -125,7 +131,8 @@ class BatchLedger:
             values = {"state": outcome.state.value, "reason": outcome.reason, "stage": outcome.stage,
                       "gate": outcome.gate, "commit_id": outcome.commit_id, "main_commit": outcome.main_commit,
                       "version_tag": outcome.version_tag, "run_id": outcome.run_id, "actor": outcome.actor, "at": at,
-                      "materialized": materialized, "reported": reported, "revision": revision}
+                      "materialized": materialized, "reported": reported, "revision": revision,
+                      "figures": outcome.figures or None}
             if previous:
                 conn.execute(sa.update(self.table).where(*key).values(**values))
             else:
@@ -184,4 +191,4 @@ class BatchLedger:
             reason=row["reason"], stage=row["stage"], gate=row["gate"], commit_id=row["commit_id"],
             main_commit=row["main_commit"], version_tag=row["version_tag"], run_id=row["run_id"],
             actor=row["actor"], at=as_utc(row["at"]), materialized=bool(row["materialized"]),
-            reported=bool(row["reported"]), revision=int(row["revision"]))
+            reported=bool(row["reported"]), revision=int(row["revision"]), figures=dict(row["figures"] or {}))

@@ -3,6 +3,7 @@ summary shows a commit on main for every dataset, and the second run finds the s
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -12,6 +13,12 @@ from pathlib import Path
 from tests.conftest import REPO_ROOT, free_port
 
 TRAINYARD = str(Path(sys.executable).parent / "trainyard")
+
+
+def s3_objects(home: Path) -> dict[str, str]:
+    """Every object of the embedded S3, as its mirror on disk holds it: key -> LastModified."""
+    return {meta["key"]: meta["last_modified"] for meta in (
+        json.loads(path.read_text("utf-8")) for path in (home / "s3").glob("*/*.json"))}
 
 
 def _summary(output: str) -> str:
@@ -50,7 +57,12 @@ def test_demo_runs_through_dagster_and_is_idempotent(tmp_path: Path) -> None:
     assert "branch batch-defect_reports-demo-0002-bad" in bad and "gate_failed.md" in bad
     assert "the Slack receiver got 2 message(s)" in first.stdout  # the approval request and the gate alert
 
+    landed = s3_objects(Path(env["TRAINYARD_HOME"]))
+    assert any(key.endswith("demo-0001/manifest.json") for key in landed)  # the S3 mirror kept the demo's world
+
     second = subprocess.run([TRAINYARD, "demo"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stdout + second.stderr
+    # Nothing was uploaded again: a file with a new LastModified in a registered drop would alert in `make dev`.
+    assert s3_objects(Path(env["TRAINYARD_HOME"])) == landed
     assert "idempotent re-run" in second.stdout and "starting dagster-daemon" not in second.stdout
     assert _summary(second.stdout) == _summary(first.stdout)

@@ -103,6 +103,9 @@ def test_an_approved_merge_updates_the_published_partition(location) -> None:
     assert merged.metadata["main_commit"].value == lakefs.repository(tenant.lakefs_repository).branch_head(
         layout.MAIN_BRANCH)
     assert tenant.data_owners[0] in merged.metadata["decided_by"].value
+    # The same numbers as the run's own materialization, so the approved batch plots like any other.
+    for name in ("dagster/row_count", "records_in", "quarantined", "duplicates", "gate/agreement"):
+        assert merged.metadata[name].value == candidate.metadata[name].value, name
 
 
 def test_a_batch_without_gold_items_stops_before_any_vendor_submission(location) -> None:
