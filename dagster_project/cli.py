@@ -119,7 +119,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
         batch = _batch(settings, args.tenant, args.dataset, args.batch)
         store = ApprovalStore(settings.resolved_database_url, schema=settings.database_schema)
         state = decide(batch, store, args.actor, verdict, args.reason or "", commit=args.commit)
-    except (KeyError, LookupError, NotADataOwner, NotAwaitingApproval, ValueError) as exc:
+    except (LookupError, NotADataOwner, NotAwaitingApproval, ValueError) as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
     print(f"{args.actor} {verdict.value}d {args.tenant}/{args.dataset} batch {args.batch} at commit {state.commit_id}")

@@ -139,9 +139,8 @@ ACTIVE_RUNS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.D
                dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
 
 
-def _settled(settings: Settings, instance: dg.DagsterInstance, good: list[Target]) -> bool:
+def _settled(settings: Settings, s3: Any, instance: dg.DagsterInstance, good: list[Target]) -> bool:
     """Every published demo version has its training manifest in S3 and no run is still going."""
-    s3 = s3_client(settings)
     for tenant, dataset in good:
         try:
             s3.head_object(Bucket=settings.landing_bucket,
@@ -175,6 +174,7 @@ def approve_as_data_owner(tenant: TenantConfig, dataset: DatasetConfig, commit: 
 
 
 def _wait(settings: Settings, good: list[Target], bad: Target, env: dict[str, str]) -> None:
+    s3 = s3_client(settings)  # one client for the whole wait, not one per poll
     deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
     pending = list(good)
     approved: set[str] = set()
@@ -183,7 +183,7 @@ def _wait(settings: Settings, good: list[Target], bad: Target, env: dict[str, st
           ApprovalStore(settings.resolved_database_url, schema=settings.database_schema) as store):
         # ... and the UI shows where each ended, every version's manifest is exported, and no run is left running
         # (a run worker outliving the services would retry against the next run's S3).
-        while pending or not bad_done or store.ledger.unreported() or not _settled(settings, instance, good):
+        while pending or not bad_done or store.ledger.unreported() or not _settled(settings, s3, instance, good):
             for tenant, dataset in list(pending):
                 if _published(settings, tenant, dataset):
                     print(f"  {tenant.name}/{dataset.name}: batch {DEMO_DROP} is on main", flush=True)
