@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from dagster_project.lakefs import InMemoryRepository, LakeFSPort, LakeFSRepository, api_client
+from dagster_project.lakefs import InMemoryRepository, LakeFSPort
 from dagster_project.publishing.gatekeeper import install_gate
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # lakefs-sdk is imported when a repository is first asked for, not when the code location loads
     import lakefs_sdk
+
+    from dagster_project.lakefs import LakeFSRepository
 
 
 class LakeFSResource(dg.ConfigurableResource, ABC):
@@ -53,6 +55,8 @@ class LakeFSResource(dg.ConfigurableResource, ABC):
 @lru_cache(maxsize=8)
 def _client(api_url: str, access_key_id: str, secret_access_key: str) -> lakefs_sdk.ApiClient:
     """One SDK client (and its connection pool) per process and server, not one per repository handle."""
+    from dagster_project.lakefs import api_client
+
     return api_client(api_url, access_key_id, secret_access_key)
 
 
@@ -77,6 +81,8 @@ class LakeFSServerResource(LakeFSResource):
         return self.url.rstrip("/") + "/api/v1"
 
     def repository(self, name: str) -> LakeFSRepository:
+        from dagster_project.lakefs import LakeFSRepository
+
         return LakeFSRepository(_client(self.api_url, self.access_key_id, self.secret_access_key), name)
 
 

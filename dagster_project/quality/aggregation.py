@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.special import logsumexp
 
 CONSOLIDATED_COLUMNS = ["item_id", "label", "confidence", "n_judgements"]
 
@@ -97,6 +96,8 @@ def _e_step(
     contributions = log_confusion[annotator, :, given]
     for true in range(n_classes):
         log_joint[:, true] += np.bincount(item, weights=contributions[:, true], minlength=n_items)
+    from scipy.special import logsumexp  # here, not at the top: loading the code location need not import scipy
+
     log_evidence = logsumexp(log_joint, axis=1, keepdims=True)
     return np.exp(log_joint - log_evidence), float(log_evidence.sum())
 

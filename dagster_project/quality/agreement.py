@@ -31,7 +31,6 @@ from collections.abc import Hashable, Sequence
 from itertools import combinations
 from typing import Literal
 
-import krippendorff
 import numpy as np
 import pandas as pd
 
@@ -213,4 +212,6 @@ def krippendorff_alpha(
     values = pairable[~np.isnan(pairable)]
     if values.size == 0 or np.unique(values).size < 2:
         return float("nan")
+    import krippendorff  # here, with the other statistics libraries: loading the code location needs none
+
     return float(krippendorff.alpha(reliability_data=matrix, level_of_measurement=level))

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import chi2_contingency, ks_2samp
 
 from dagster_project.quality.checks import WORST_LIMIT
 from dagster_project.quality.result import Comparison, GateResult
@@ -92,6 +91,8 @@ def _chi2(e_counts: np.ndarray, a_counts: np.ndarray) -> tuple[float, float]:
     table = table[:, table.sum(axis=0) > 0]  # a category neither side has carries no information
     if table.shape[1] < 2 or (table.sum(axis=1) == 0).any():
         return 0.0, 1.0
+    from scipy.stats import chi2_contingency  # here, not at the top: scipy.stats takes ~0.9 s to import
+
     result = chi2_contingency(table)
     return float(result.statistic), float(result.pvalue)
 
@@ -101,6 +102,8 @@ def _feature_row(name: str, reference: pd.Series, current: pd.Series, kind: str)
     row: dict[str, Any] = {"feature": name, "kind": kind, "psi": psi(reference, current)}
     if kind == "numeric":
         if len(ref) and len(cur):
+            from scipy.stats import ks_2samp
+
             result = ks_2samp(ref.to_numpy(dtype=float), cur.to_numpy(dtype=float))
             statistic, p_value = float(result.statistic), float(result.pvalue)
         else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.proportion import proportion_confint
 
 GOLD_ACCURACY_COLUMNS = ["annotator_id", "n_gold", "correct", "accuracy", "ci_low", "ci_high"]
 OVERALL = "__overall__"
@@ -56,6 +55,8 @@ def gold_accuracy(annotations: pd.DataFrame, gold: pd.DataFrame, alpha: float = 
     high = np.full(len(result), np.nan)
     accuracy[has_data] = k[has_data] / n[has_data]
     if has_data.any():
+        from statsmodels.stats.proportion import proportion_confint  # here: statsmodels takes ~1 s to import
+
         low[has_data], high[has_data] = proportion_confint(k[has_data], n[has_data], alpha=alpha, method="wilson")
     result["accuracy"] = accuracy
     result["ci_low"] = low

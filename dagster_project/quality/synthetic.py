@@ -13,18 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_score
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from dagster_project.quality.result import Comparison, GateResult
+
+if TYPE_CHECKING:  # scikit-learn is imported where the test runs: loading the code location need not pay for it
+    from sklearn.compose import ColumnTransformer
 
 MIN_ROWS = 20
 """Fewest rows either side may have: below that a cross-validated AUC is mostly noise."""
@@ -55,6 +52,12 @@ class C2STResult:
 
 
 def _features(text_field: str | None, numeric: Sequence[str], categorical: Sequence[str]) -> ColumnTransformer:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
     transformers: list[tuple[str, object, str | list[str]]] = []
     if text_field is not None:
         # Character n-grams within word boundaries catch templates, spelling and formatting quirks of a
@@ -111,6 +114,10 @@ def classifier_two_sample_test(
     missingness, but not a difference in spread alone (a synthetic column with the right mean and too small a
     variance); :func:`dagster_project.quality.drift.psi` per column covers that.
     """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import Pipeline
+
     if text_field is None and not numeric and not categorical:
         raise ValueError("classifier_two_sample_test needs a text field, numeric or categorical columns")
     for side, frame in (("real", real), ("synthetic", synthetic)):
