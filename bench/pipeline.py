@@ -31,7 +31,7 @@ from dagster_project.plan import STAGE_PLAN
 from dagster_project.publishing.publish import run_publish
 from dagster_project.settings import EXAMPLE_TENANTS_FILE, Settings
 from dagster_project.stages.batch import Batch
-from dagster_project.stages.ingest import read_gold_set
+from dagster_project.stages.gold_set import read_gold_set
 from dagster_project.stages.runners import StageInputs
 from dagster_project.tenants import load_tenants
 from dagster_project.vendors import build_vendor

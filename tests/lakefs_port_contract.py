@@ -99,6 +99,16 @@ class LakeFSPortContract:
         assert repo.list_paths(second, "") == ["d/a", "d/b", "other/c"]
         assert repo.get_bytes("b", "missing") is None and repo.get_bytes("no-such-branch", "d/a") is None
 
+    def test_delete_paths_stages_removals_and_ignores_missing_paths(self, repo: LakeFSPort) -> None:
+        repo.ensure_branch("b")
+        first = committed(repo, "b", {"d/a": b"a", "d/b": b"b", "d/c": b"c"})
+        repo.delete_paths("b", ["d/a", "d/c", "d/never-there"])
+        assert repo.list_paths("b", "d/") == ["d/b"] and repo.has_uncommitted_changes("b")
+        second = repo.commit("b", "drop two", {})
+        assert repo.list_paths(second, "") == ["d/b"] and repo.list_paths(first, "") == ["d/a", "d/b", "d/c"]
+        repo.delete_paths("b", [])
+        assert not repo.has_uncommitted_changes("b")
+
     def test_frames_and_json_round_trip(self, repo: LakeFSPort) -> None:
         frame = pd.DataFrame({"record_id": ["r1", "r2"], "label": ["a", None], "score": [0.5, 1.0]})
         repo.put_frame("main", "t/data.parquet", frame)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from dagster_project.layout import MANIFEST_NAME, incoming_prefix
-from dagster_project.stages.ingest import gold_prefix
+from dagster_project.stages.gold_set import gold_prefix
 from dagster_project.tenants import DatasetConfig, TenantConfig
 from dagster_project.vendors.simulated import simulated_truth
 

@@ -181,6 +181,11 @@ class InMemoryRepository(ObjectFormats):
         except RefNotFound:
             return None
 
+    def delete_paths(self, branch: str, paths: list[str]) -> None:
+        tree = self._writable(branch)
+        for path in paths:
+            tree.pop(path, None)
+
     def list_paths(self, ref: str, prefix: str) -> list[str]:
         return sorted(p for p in self._tree(ref) if p.startswith(prefix))
 

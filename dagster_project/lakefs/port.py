@@ -103,6 +103,8 @@ class LakeFSPort(Protocol):
         """Stage an object on ``branch`` (committed by :meth:`commit`)."""
     def get_bytes(self, ref: str, path: str) -> bytes | None:
         """The object at ``ref``, or None if there is none (or no such ref)."""
+    def delete_paths(self, branch: str, paths: list[str]) -> None:
+        """Stage the removal of ``paths`` on ``branch`` (a path that is not there is no error)."""
     def put_frame(self, branch: str, path: str, frame: pd.DataFrame) -> None: ...
     def get_frame(self, ref: str, path: str) -> pd.DataFrame | None: ...
     def require_frame(self, ref: str, path: str) -> pd.DataFrame:

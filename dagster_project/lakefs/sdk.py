@@ -31,6 +31,7 @@ from dagster_project.layout import MAIN_BRANCH
 from dagster_project.settings import Settings
 
 PAGE_SIZE = 1000
+DELETE_BATCH = 1000
 REQUEST_TIMEOUT = (10.0, 120.0)
 """Seconds to connect and to wait for response bytes. lakefs-sdk waits forever by default, so one stalled lakeFS
 response would hang a batch step (and its run) with no error; now it fails the step, which is then loud."""
@@ -171,6 +172,14 @@ class LakeFSRepository(ObjectFormats):
             return bytes(self._objects.get_object(self.name, ref, path))
         except RefNotFound:
             return None
+
+    def delete_paths(self, branch: str, paths: list[str]) -> None:
+        for start in range(0, len(paths), DELETE_BATCH):  # lakeFS takes at most 1000 paths per request
+            errors = self._objects.delete_objects(self.name, branch,
+                                                  lakefs_sdk.PathList(paths=paths[start:start + DELETE_BATCH]))
+            if errors.errors:
+                first = errors.errors[0]
+                raise LakeFSError(f"deleting {first.path} from {self.name}/{branch} failed: {first.message}")
 
     def list_paths(self, ref: str, prefix: str) -> list[str]:
         return [obj.path for obj in _paged(lambda after: self._objects.list_objects(

@@ -25,7 +25,7 @@ from dagster_project.publishing.gatekeeper import touches_actions
 from dagster_project.publishing.versions import Version, find_published_version, next_version
 from dagster_project.quality.result import GateResult
 from dagster_project.stages.batch import DUPLICATES_FILE, Batch, all_quarantine, reason_counts, write_stage
-from dagster_project.stages.dedup import index_entries
+from dagster_project.stages.dedup import as_digests, index_entries
 from dagster_project.stages.rejection import reject_if_empty
 from dagster_project.stages.runners import build_published, published_hash_index
 
@@ -182,7 +182,7 @@ def refuse_new_duplicates_of_main(batch: Batch, source: str) -> None:
     if mine is None or mine.empty:
         return
     known = published_hash_index(batch)
-    repeated = mine[mine["text_hash"].isin(known["text_hash"])]
+    repeated = mine[mine["text_hash"].isin(as_digests(known["text_hash"]))]
     if len(repeated):
         examples = ", ".join(repeated["record_id"].head(5))
         raise PublishRefused(

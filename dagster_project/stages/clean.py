@@ -20,6 +20,7 @@ import pandas as pd
 
 from dagster_project.layout import Stage
 from dagster_project.records import LINEAGE_COLUMNS, QuarantineEntry, empty_quarantine, quarantine_frame
+from dagster_project.stages.parts import PartOutput, PartTask, frame_bytes, read_frame
 from dagster_project.tenants import FieldSpec, RecordSchema
 
 # Cc (control) characters other than tab and newline, plus the Unicode line/paragraph separators.
@@ -149,3 +150,10 @@ def clean_records(raw: pd.DataFrame, schema: RecordSchema) -> CleanResult:
         else:
             records[name] = records[name].astype(_DTYPES[spec.type])
     return CleanResult(records, quarantine_frame(quarantined) if quarantined else empty_quarantine(), normalised)
+
+
+def clean_part(task: PartTask) -> PartOutput:
+    """Worker side of the clean stage: one raw part in, its clean part and quarantine out."""
+    result = clean_records(read_frame(task.data), task.options)
+    return PartOutput(task.index, frame_bytes(result.records), result.quarantine,
+                      counts={"normalised_values": result.normalised_values})

@@ -12,9 +12,10 @@ import csv
 import json
 import math
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import pandas as pd
@@ -25,13 +26,12 @@ from dagster_project.records import LINEAGE_COLUMNS, QuarantineEntry, quarantine
 from dagster_project.stages.json_limits import MAX_RECORD_BYTES, JsonRejected, parse_json
 from dagster_project.stages.landing import (
     Drop,
-    LandingFile,
     Manifest,
     SourceUnavailable,
-    landing_access,
     open_object,
     read_manifest,
 )
+from dagster_project.stages.parts import PART_ROWS, frame_bytes, map_in_order, read_frame
 
 RAW_COLUMNS = [*LINEAGE_COLUMNS, "payload"]
 SUPPORTED_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -94,29 +94,34 @@ def _refuse_utf16(number: int, raw: bytes) -> None:
         raise FileRejected("UTF-16 encoded text (byte order mark at the start); export the file as UTF-8")
 
 
-def _parse_jsonl(body: Any) -> Iterator[_Parsed]:
+def _jsonl_lines(body: Any) -> Iterator[tuple[int, bytes]]:
+    """A JSONL body's non-blank lines; a UTF-16 file is refused before any of it is taken."""
     for number, raw in _iter_lines(body):
         _refuse_utf16(number, raw)
-        if not raw.strip():
-            continue
-        if len(raw) > MAX_RECORD_BYTES:
-            yield _Parsed(number, raw[:4096].decode("utf-8", "backslashreplace") + " ...[truncated]",
-                          f"record of {len(raw)} bytes (at most {MAX_RECORD_BYTES} are accepted)")
-            continue
-        try:
-            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM before the first record is fine
-        except UnicodeDecodeError as exc:
-            yield _Parsed(number, raw.decode("utf-8", "backslashreplace"), _undecodable(raw, exc))
-            continue
-        try:
-            value = parse_json(text)
-        except JsonRejected as exc:
-            yield _Parsed(number, text, str(exc))
-            continue
-        if not isinstance(value, dict):
-            yield _Parsed(number, text, f"expected a JSON object, found {type(value).__name__}")
-            continue
-        yield _Parsed(number, _json_payload(value))
+        if raw.strip():
+            yield number, raw
+
+
+def _parse_jsonl_line(number: int, raw: bytes) -> _Parsed:
+    if len(raw) > MAX_RECORD_BYTES:
+        return _Parsed(number, raw[:4096].decode("utf-8", "backslashreplace") + " ...[truncated]",
+                       f"record of {len(raw)} bytes (at most {MAX_RECORD_BYTES} are accepted)")
+    try:
+        text = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM before the first record is fine
+    except UnicodeDecodeError as exc:
+        return _Parsed(number, raw.decode("utf-8", "backslashreplace"), _undecodable(raw, exc))
+    try:
+        value = parse_json(text)
+    except JsonRejected as exc:
+        return _Parsed(number, text, str(exc))
+    if not isinstance(value, dict):
+        return _Parsed(number, text, f"expected a JSON object, found {type(value).__name__}")
+    return _Parsed(number, _json_payload(value))
+
+
+def _parse_jsonl(body: Any) -> Iterator[_Parsed]:
+    for number, raw in _jsonl_lines(body):
+        yield _parse_jsonl_line(number, raw)
 
 
 def _parse_csv(body: Any) -> Iterator[_Parsed]:
@@ -200,7 +205,7 @@ def _text_record(row: int, record: dict[str, Any]) -> _Parsed:
     return _Parsed(row, _json_payload(record))
 
 
-_PARSERS = {"jsonl": _parse_jsonl, "csv": _parse_csv, "parquet": _parse_parquet}
+PARSERS = {"jsonl": _parse_jsonl, "csv": _parse_csv, "parquet": _parse_parquet}
 
 
 def file_format(key: str) -> str | None:
@@ -211,118 +216,159 @@ def file_format(key: str) -> str | None:
     return None
 
 
-def ingest_drop(s3: Any, drop: Drop, batch_id: str, ingested_at: datetime) -> IngestResult:
-    """Parse every data file of a drop into raw records and quarantine entries; nothing is dropped."""
+@dataclass(frozen=True)
+class RawBlock:
+    """Up to :data:`~dagster_project.stages.parts.PART_ROWS` lines of one file, on their way to a worker.
+
+    JSONL lines travel unparsed (parsing is the expensive part, so the workers do it); CSV and Parquet rows
+    arrive parsed, since neither format can be split at arbitrary lines."""
+
+    index: int
+    uri: str
+    lines: list[tuple[int, bytes]] | list[_Parsed]
+    lineage: dict[str, Any]
+    manifest_problem: str | None
+
+
+@dataclass(frozen=True)
+class FileFailed:
+    """A file that cannot be read as its format: quarantined whole, as one entry, with this reason."""
+
+    uri: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RawPart:
+    """What a worker made of one block: the accepted records as Parquet, and the lines it rejected."""
+
+    index: int
+    uri: str
+    data: bytes
+    rows: int
+    rejected: list[QuarantineEntry]
+
+
+def raw_part(task: RawBlock | FileFailed) -> RawPart | FileFailed:
+    """Worker side of the raw stage: parse a block into raw records and quarantine entries."""
+    if isinstance(task, FileFailed):
+        return task
+    accepted: list[dict[str, Any]] = []
+    rejected: list[QuarantineEntry] = []
+    batch_id = task.lineage["batch_id"]
+    for item in task.lines:
+        parsed = _parse_jsonl_line(*item) if isinstance(item, tuple) else item
+        reason = parsed.error if parsed.error is not None else task.manifest_problem
+        if reason is not None:
+            rejected.append(QuarantineEntry(record_id_for(task.uri, parsed.line), batch_id, Stage.RAW, task.uri,
+                                            parsed.line, None, reason, parsed.payload))
+        else:
+            accepted.append({**task.lineage, "record_id": record_id_for(task.uri, parsed.line),
+                             "source_uri": task.uri, "source_line": parsed.line, "payload": parsed.payload})
+    records = pd.DataFrame(accepted, columns=RAW_COLUMNS).astype({"source_line": "Int64"})
+    records["ingested_at"] = pd.to_datetime(records["ingested_at"], utc=True)
+    return RawPart(task.index, task.uri, frame_bytes(records), len(records), rejected)
+
+
+def _chunks(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(islice(items, size)):
+        yield chunk
+
+
+def _blocks(s3: Any, drop: Drop, lineage: dict[str, Any], manifest_problem: str | None,
+            part_rows: int) -> Iterator[RawBlock | FileFailed]:
+    index = 0
+    for landing_file in drop.data_files:
+        uri = f"s3://{drop.bucket}/{landing_file.key}"
+        fmt = file_format(landing_file.key)
+        if fmt is None:
+            yield FileFailed(uri, f"unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})")
+            continue
+        body = open_object(s3, drop.bucket, landing_file.key)
+        lines = _jsonl_lines(body) if fmt == "jsonl" else PARSERS[fmt](body)
+        try:
+            for chunk in _chunks(lines, part_rows):
+                yield RawBlock(index, uri, chunk, lineage, manifest_problem)
+                index += 1
+        except SourceUnavailable:  # retried by the step, then fails loudly; nothing is quarantined
+            raise
+        except FileRejected as exc:
+            yield FileFailed(uri, str(exc))
+        except Exception as exc:
+            if fmt != "parquet":
+                raise
+            # A corrupt Parquet file has no trustworthy rows: quarantine it whole, as one entry.
+            yield FileFailed(uri, f"unreadable parquet file: {exc}")
+
+
+@dataclass
+class IngestSummary:
+    """Everything the raw stage learnt about a drop besides the records, which went out as parts."""
+
+    records: int
+    quarantine: pd.DataFrame
+    manifest: Manifest | None
+    manifest_problem: str | None
+    files: list[str]
+
+    @property
+    def records_in(self) -> int:
+        return self.records + len(self.quarantine)
+
+
+def stream_drop(s3: Any, drop: Drop, batch_id: str, ingested_at: datetime, put_part: Callable[[int, bytes], None],
+                discard_parts: Callable[[list[int]], None], workers: int = 1,
+                part_rows: int = PART_ROWS) -> IngestSummary:
+    """Parse every data file of a drop into raw parts (``put_part(index, parquet)``, in order) and quarantine
+    entries; nothing is dropped. A file that fails half-way takes its parts back (``discard_parts``) and is
+    quarantined whole."""
     manifest, manifest_problem = read_manifest(s3, drop)
-    rows: list[dict[str, Any]] = []
-    quarantined: list[QuarantineEntry] = []
     lineage = {
         "batch_id": batch_id,
         "ingested_at": ingested_at,
         "license": manifest.license if manifest else None,
         "consent_basis": manifest.consent_basis if manifest else None,
     }
-
-    def reject(uri: str, line: int | None, reason: str, payload: str) -> None:
-        quarantined.append(
-            QuarantineEntry(record_id_for(uri, line), batch_id, Stage.RAW, uri, line, None, reason, payload)
-        )
-
-    for landing_file in drop.data_files:
-        _ingest_file(s3, drop, landing_file, manifest_problem, lineage, rows, reject)
+    quarantined: list[QuarantineEntry] = []
+    parts_of: dict[str, list[tuple[int, int, int]]] = {}  # uri -> (part, rows, quarantine entries before it)
+    records = 0
+    for result in map_in_order(raw_part, _blocks(s3, drop, lineage, manifest_problem, part_rows), workers):
+        if isinstance(result, FileFailed):
+            taken = parts_of.pop(result.uri, [])
+            if taken:
+                discard_parts([index for index, _, _ in taken])
+                records -= sum(rows for _, rows, _ in taken)
+                del quarantined[taken[0][2]:]  # the file's own rejected lines: it is quarantined as one entry
+            quarantined.append(QuarantineEntry(record_id_for(result.uri, None), batch_id, Stage.RAW, result.uri,
+                                               None, None, result.reason, ""))
+            continue
+        put_part(result.index, result.data)
+        parts_of.setdefault(result.uri, []).append((result.index, result.rows, len(quarantined)))
+        records += result.rows
+        quarantined.extend(result.rejected)
     for landing_file, reason in drop.held_back:  # every object under the drop ends in a visible state
-        reject(f"s3://{drop.bucket}/{landing_file.key}", None, reason, "")
+        quarantined.append(QuarantineEntry(record_id_for(f"s3://{drop.bucket}/{landing_file.key}", None), batch_id,
+                                           Stage.RAW, f"s3://{drop.bucket}/{landing_file.key}", None, None, reason, ""))
+    return IngestSummary(records, quarantine_frame(quarantined), manifest, manifest_problem,
+                         [f.key for f in drop.data_files])
 
-    records = pd.DataFrame(rows, columns=RAW_COLUMNS).astype({"source_line": "Int64"})
+
+def empty_raw_frame() -> pd.DataFrame:
+    records = pd.DataFrame(columns=RAW_COLUMNS).astype({"source_line": "Int64"})
     records["ingested_at"] = pd.to_datetime(records["ingested_at"], utc=True)
-    return IngestResult(
-        records=records,
-        quarantine=quarantine_frame(quarantined),
-        manifest=manifest,
-        manifest_problem=manifest_problem,
-        files=[f.key for f in drop.data_files],
-    )
+    return records
 
 
-def _ingest_file(s3, drop: Drop, landing_file: LandingFile, manifest_problem, lineage, rows, reject) -> None:
-    uri = f"s3://{drop.bucket}/{landing_file.key}"
-    fmt = file_format(landing_file.key)
-    if fmt is None:
-        reject(uri, None, f"unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})", "")
-        return
-    body = open_object(s3, drop.bucket, landing_file.key)
-    accepted: list[dict[str, Any]] = []
-    rejected: list[tuple[int | None, str, str]] = []
-    try:
-        for parsed in _PARSERS[fmt](body):
-            if parsed.error is not None:
-                rejected.append((parsed.line, parsed.error, parsed.payload))
-            elif manifest_problem is not None:
-                rejected.append((parsed.line, manifest_problem, parsed.payload))
-            else:
-                accepted.append({**lineage, "record_id": record_id_for(uri, parsed.line), "source_uri": uri,
-                                 "source_line": parsed.line, "payload": parsed.payload})
-    except SourceUnavailable:  # retried by the step, then fails loudly; nothing is quarantined
-        raise
-    except FileRejected as exc:
-        reject(uri, None, str(exc), "")
-        return
-    except Exception as exc:
-        if fmt != "parquet":
-            raise
-        # A corrupt Parquet file has no trustworthy rows: quarantine it whole, as one entry.
-        reject(uri, None, f"unreadable parquet file: {exc}", "")
-        return
-    rows.extend(accepted)
-    for line, reason, payload in rejected:
-        reject(uri, line, reason, payload)
+def ingest_drop(s3: Any, drop: Drop, batch_id: str, ingested_at: datetime, workers: int = 1,
+                part_rows: int = PART_ROWS) -> IngestResult:
+    """:func:`stream_drop` into one frame: for tests and small drops."""
+    parts: dict[int, bytes] = {}
+    summary = stream_drop(s3, drop, batch_id, ingested_at, parts.__setitem__,
+                          lambda taken: [parts.pop(i) for i in taken], workers, part_rows)
+    records = pd.concat([read_frame(parts[i]) for i in sorted(parts)], ignore_index=True) if parts else \
+        empty_raw_frame()
+    return IngestResult(records, summary.quarantine, summary.manifest, summary.manifest_problem, summary.files)
 
 
 def read_payloads(records: pd.DataFrame) -> list[dict[str, Any]]:
     return [json.loads(p) for p in records["payload"]]
-
-
-GOLD_COLUMNS = ["gold_id", "text", "label"]
-
-
-class GoldSetError(ValueError):
-    """The dataset's gold set is unusable; the message names the file, line and field."""
-
-
-def gold_prefix(landing_prefix: str, dataset: str) -> str:
-    return f"{landing_prefix}/{dataset}/gold/"
-
-
-def read_gold_set(s3: Any, bucket: str, landing_prefix: str, dataset: str, text_field: str,
-                  labels: list[str]) -> pd.DataFrame:
-    """Known-answer items the data owner curates at ``<prefix>/<dataset>/gold/`` (JSONL, CSV or Parquet with
-    the dataset's text field and ``label``). Gold is reference data, so a bad row fails loudly instead of being
-    quarantined: a wrong gold label would silently grade every annotator against it."""
-    rows: list[dict[str, str]] = []
-    prefix = gold_prefix(landing_prefix, dataset)
-    with landing_access(f"listing s3://{bucket}/{prefix} failed"):
-        keys = [obj["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-                for obj in page.get("Contents", []) if obj["Size"] > 0]
-    for key in sorted(keys):
-        fmt = file_format(key)
-        uri = f"s3://{bucket}/{key}"
-        if fmt is None:
-            raise GoldSetError(f"{uri}: unsupported gold file type")
-        for parsed in _PARSERS[fmt](open_object(s3, bucket, key)):
-            where = f"{uri} line {parsed.line}"
-            if parsed.error is not None:
-                raise GoldSetError(f"{where}: {parsed.error}")
-            record = json.loads(parsed.payload)
-            text, label = record.get(text_field), record.get("label")
-            if not isinstance(text, str) or not text.strip():
-                raise GoldSetError(f"{where}: field '{text_field}' is missing or empty")
-            if label not in labels:
-                raise GoldSetError(f"{where}: field 'label' is {label!r}, not one of {', '.join(labels)}")
-            gold_id = str(record.get("gold_id") or record_id_for(uri, parsed.line))
-            rows.append({"gold_id": gold_id, "text": text, "label": label})
-    gold = pd.DataFrame(rows, columns=GOLD_COLUMNS)
-    duplicated = gold["gold_id"][gold["gold_id"].duplicated()]
-    if not duplicated.empty:
-        raise GoldSetError(f"gold set under s3://{bucket}/{gold_prefix(landing_prefix, dataset)} repeats gold_id "
-                           f"{duplicated.iloc[0]!r}")
-    return gold

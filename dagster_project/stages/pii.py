@@ -44,6 +44,10 @@ from stdnum import iban as stdnum_iban
 from stdnum import luhn
 from stdnum.de import idnr
 
+from dagster_project.layout import Stage
+from dagster_project.records import quarantine_rows
+from dagster_project.stages.parts import PartOutput, PartTask, frame_bytes, read_frame
+
 KINDS: tuple[str, ...] = ("email", "phone", "iban", "card", "uk_nino", "de_tax_id", "ipv4", "ipv6")
 """Every kind :func:`detect_pii` reports, in the order used for counts."""
 
@@ -275,6 +279,10 @@ def _matches_by_record(frame: pd.DataFrame, text_field: str) -> list[list[PiiMat
     return [detect_pii(text) if isinstance(text, str) else [] for text in frame[text_field].tolist()]
 
 
+def empty_findings() -> pd.DataFrame:
+    return pd.DataFrame(columns=FINDINGS_COLUMNS).astype({"kind": "str", "start": "int64", "end": "int64"})
+
+
 def _findings(frame: pd.DataFrame, id_field: str, per_record: list[list[PiiMatch]]) -> pd.DataFrame:
     ids = frame[id_field].tolist() if id_field in frame.columns else frame.index.tolist()
     rows = [(rid, m.kind, m.start, m.end) for rid, matches in zip(ids, per_record, strict=True) for m in matches]
@@ -322,3 +330,23 @@ def apply_policy(
     ]
     records[text_field] = pd.Series(redacted, index=frame.index, dtype=frame[text_field].dtype)
     return PiiResult(records, frame.iloc[0:0].copy(), findings, counts)
+
+
+@dataclass(frozen=True)
+class PiiOptions:
+    text_field: str
+    policy: Literal["redact", "drop", "none"]
+
+
+def pii_part(task: PartTask) -> PartOutput:
+    """Worker side of the pii stage: one clean part in; the records to export, those held back and the findings
+    out. ``policy="none"`` (a dataset declared PII-free) is scanned for the record and passed on unchanged."""
+    options: PiiOptions = task.options
+    frame = read_frame(task.data)
+    if options.policy == "none":
+        result = PiiResult(frame, frame.iloc[0:0], scan_frame(frame, options.text_field), {})
+    else:
+        result = apply_policy(frame, options.text_field, options.policy)
+    quarantine = quarantine_rows(result.dropped, Stage.PII, f"contains PII (dataset pii_policy={options.policy})",
+                                 field=options.text_field)
+    return PartOutput(task.index, frame_bytes(result.records), quarantine, result.findings)

@@ -9,7 +9,7 @@ the same paths and, with nothing changed, makes no new commit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,23 +19,35 @@ import pandas as pd
 from dagster_project import layout
 from dagster_project.layout import Stage
 from dagster_project.quality import majority_vote
-from dagster_project.records import quarantine_rows
+from dagster_project.records import empty_quarantine, quarantine_rows
 from dagster_project.stages.batch import (
     DUPLICATES_FILE,
     GOLD_FILE,
     MANIFEST_COPY,
     PII_FINDINGS_FILE,
     Batch,
+    PartWriter,
     StageReport,
     reason_counts,
     write_stage,
 )
-from dagster_project.stages.clean import clean_records
-from dagster_project.stages.dedup import DEDUP_INDEX_COLUMNS, deduplicate
-from dagster_project.stages.ingest import ingest_drop, read_gold_set
+from dagster_project.stages.clean import clean_part
+from dagster_project.stages.dedup import DEDUP_INDEX_COLUMNS, dedup_filter_part, dedup_keys_part, exact_duplicates
+from dagster_project.stages.gold_set import read_gold_set
+from dagster_project.stages.ingest import empty_raw_frame, stream_drop
 from dagster_project.stages.labeling import GOLD_ITEM_PREFIX, build_tasks, gold_sample_size, select_gold
 from dagster_project.stages.landing import find_drop
-from dagster_project.stages.pii import PiiResult, apply_policy, scan_frame
+from dagster_project.stages.parts import (
+    PartOutput,
+    PartTask,
+    frame_bytes,
+    map_in_order,
+    parquet_rows,
+    part_index,
+    read_frame,
+    worker_count,
+)
+from dagster_project.stages.pii import PiiOptions, empty_findings, pii_part
 from dagster_project.stages.rejection import reject_if_empty
 from dagster_project.vendors.base import ANNOTATION_COLUMNS, TASK_COLUMNS, VendorClient
 
@@ -55,6 +67,8 @@ class StageInputs:
     vendors: Mapping[str, VendorClient] = field(default_factory=dict)
     gold: pd.DataFrame | None = None
     """The dataset's gold set; None reads it from the landing zone (``<prefix>/<dataset>/gold/``)."""
+    workers: int = 0
+    """Processes for the streamed stages (raw, clean, pii, dedup); 0 is one per core."""
 
     def gold_set(self, batch: Batch) -> pd.DataFrame:
         if self.gold is not None:
@@ -65,22 +79,35 @@ class StageInputs:
 
 
 def run_raw(batch: Batch, inputs: StageInputs, now: datetime | None = None) -> StageReport:
-    """Create the batch branch from main and ingest the drop onto it."""
+    """Create the batch branch from main and ingest the drop onto it, part by part."""
     batch.repo.ensure_exists(inputs.storage_namespace)
     batch.repo.ensure_branch(batch.branch)
     s3 = inputs.s3
     drop = find_drop(s3, inputs.landing_bucket, batch.tenant.landing_prefix, batch.dataset.name, batch.batch_id)
-    result = ingest_drop(s3, drop, batch.batch_id, now or _first_ingestion_time(batch) or datetime.now(UTC))
-    write_stage(batch, Stage.RAW, result.records, result.quarantine)
+    ingested_at = now or _first_ingestion_time(batch) or datetime.now(UTC)
+    with PartWriter(batch, Stage.RAW) as parts:
+        names = {}
+
+        def discard(indexes: list[int]) -> None:
+            parts.discard([names.pop(i) for i in indexes])
+
+        def put(index: int, data: bytes) -> None:
+            parts.put(index, data)
+            names[index] = parts.written[-1]
+
+        result = stream_drop(s3, drop, batch.batch_id, ingested_at, put, discard, worker_count(inputs.workers))
+        if not parts.written:  # every record quarantined: an empty part still says what the columns are
+            put(0, frame_bytes(empty_raw_frame()))
+    batch.repo.put_frame(batch.branch, batch.quarantine_path(Stage.RAW), result.quarantine)
     manifest = result.manifest.model_dump(mode="json") if result.manifest else {"problem": result.manifest_problem}
     batch.repo.put_json(batch.branch, batch.stage_file(Stage.RAW, MANIFEST_COPY),
                         {"drop": drop.uri, "files": result.files, "manifest": manifest})
-    counts = {"records_in": result.records_in, "parsed": len(result.records), "quarantined": len(result.quarantine),
+    counts = {"records_in": result.records_in, "parsed": result.records, "quarantined": len(result.quarantine),
               "files": len(result.files)}
     commit_id = batch.commit(Stage.RAW, f"ingest {len(result.files)} files from {drop.uri}", counts)
     # The quarantine is committed first: a rejected drop keeps every record's reason on its branch.
-    reject_if_empty(batch, len(result.records), "ingestion")
-    return StageReport(Stage.RAW, len(result.records), commit_id, counts,
+    reject_if_empty(batch, result.records, "ingestion")
+    return StageReport(Stage.RAW, result.records, commit_id, counts,
                        {"drop": drop.uri, "quarantine_reasons": reason_counts(result.quarantine),
                         "manifest_problem": result.manifest_problem},
                        [result.manifest_problem] if result.manifest_problem else [])
@@ -88,21 +115,54 @@ def run_raw(batch: Batch, inputs: StageInputs, now: datetime | None = None) -> S
 
 def _first_ingestion_time(batch: Batch) -> datetime | None:
     """A re-run keeps the batch's original ``ingested_at``, so re-ingesting the same drop changes nothing."""
-    previous = batch.repo.get_frame(batch.branch, batch.data_path(Stage.RAW))
-    if previous is None or previous.empty:
-        return None
-    return previous["ingested_at"].iloc[0].to_pydatetime()
+    for path in batch.part_paths(Stage.RAW):
+        previous = read_frame(batch.get_part(path), ["ingested_at"])
+        if len(previous):
+            return previous["ingested_at"].iloc[0].to_pydatetime()
+    return None
+
+
+@dataclass
+class _Streamed:
+    """What a streamed stage gathered across parts (the parts themselves are already on the branch)."""
+
+    rows: int = 0
+    quarantine: list[pd.DataFrame] = field(default_factory=list)
+    side: list[pd.DataFrame] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def quarantined(self) -> pd.DataFrame:
+        frames = [q for q in self.quarantine if len(q)]
+        return pd.concat(frames, ignore_index=True) if frames else empty_quarantine()
+
+
+def _stream(batch: Batch, source: Stage, target: Stage, work: Callable[[PartTask], PartOutput], options: Any,
+            workers: int) -> _Streamed:
+    """Run ``work`` over every part of ``source``, writing the ``target`` part of the same number."""
+    gathered = _Streamed()
+    tasks = (PartTask(part_index(path) or 0, batch.get_part(path), options) for path in batch.part_paths(source))
+    with PartWriter(batch, target) as parts:
+        for output in map_in_order(work, tasks, worker_count(workers)):
+            parts.put(output.index, output.data)
+            gathered.rows += parquet_rows(output.data)
+            gathered.quarantine += [output.quarantine] if output.quarantine is not None else []
+            gathered.side += [output.side] if output.side is not None else []
+            for name, value in output.counts.items():
+                gathered.counts[name] = gathered.counts.get(name, 0) + value
+    return gathered
 
 
 def run_clean(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
-    result = clean_records(batch.read(Stage.RAW), batch.dataset.record_schema)
-    write_stage(batch, Stage.CLEAN, result.records, result.quarantine)
-    counts = {"clean": len(result.records), "quarantined": len(result.quarantine),
-              "normalised_values": result.normalised_values}
+    workers = inputs.workers if inputs else 0
+    result = _stream(batch, Stage.RAW, Stage.CLEAN, clean_part, batch.dataset.record_schema, workers)
+    quarantine = result.quarantined()
+    batch.repo.put_frame(batch.branch, batch.quarantine_path(Stage.CLEAN), quarantine)
+    counts = {"clean": result.rows, "quarantined": len(quarantine),
+              "normalised_values": result.counts.get("normalised_values", 0)}
     commit_id = batch.commit(Stage.CLEAN, "normalise and validate against the record schema", counts)
-    reject_if_empty(batch, len(result.records), "cleaning")
-    return StageReport(Stage.CLEAN, len(result.records), commit_id, counts,
-                       {"quarantine_reasons": reason_counts(result.quarantine)})
+    reject_if_empty(batch, result.rows, "cleaning")
+    return StageReport(Stage.CLEAN, result.rows, commit_id, counts,
+                       {"quarantine_reasons": reason_counts(quarantine)})
 
 
 def published_hash_index(batch: Batch) -> pd.DataFrame:
@@ -116,39 +176,63 @@ def published_hash_index(batch: Batch) -> pd.DataFrame:
 
 def run_pii(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
     """Redact or drop PII per the dataset's policy, before any text can reach a labeling vendor."""
-    clean = batch.read(Stage.CLEAN)
     text_field = batch.dataset.record_schema.text_field
     policy = batch.dataset.pii_policy
-    if policy == "none":  # declared PII-free: scanned for the record, passed on unchanged
-        result = PiiResult(clean, clean.iloc[0:0], scan_frame(clean, text_field), {})
-    else:
-        result = apply_policy(clean, text_field, policy)
-    quarantine = quarantine_rows(result.dropped, Stage.PII, f"contains PII (dataset pii_policy={policy})",
-                                 field=text_field)
-    write_stage(batch, Stage.PII, result.records, quarantine)
-    batch.repo.put_frame(batch.branch, batch.stage_file(Stage.PII, PII_FINDINGS_FILE), result.findings)
-    by_kind = {f"pii_{kind}": int(n) for kind, n in result.findings["kind"].value_counts().sort_index().items()}
-    counts = {"records": len(result.records), "records_with_pii": int(result.findings["record_id"].nunique()),
-              "pii_findings": len(result.findings), "quarantined": len(quarantine), **by_kind}
-    commit_id = batch.commit(Stage.PII, f"PII policy {policy}: {len(result.findings)} findings", counts)
-    reject_if_empty(batch, len(result.records), "the PII policy")
-    return StageReport(Stage.PII, len(result.records), commit_id, counts, {"policy": policy})
+    result = _stream(batch, Stage.CLEAN, Stage.PII, pii_part, PiiOptions(text_field, policy),
+                     inputs.workers if inputs else 0)
+    quarantine = result.quarantined()
+    findings = pd.concat(result.side, ignore_index=True) if result.side else empty_findings()
+    batch.repo.put_frame(batch.branch, batch.quarantine_path(Stage.PII), quarantine)
+    batch.repo.put_frame(batch.branch, batch.stage_file(Stage.PII, PII_FINDINGS_FILE), findings)
+    by_kind = {f"pii_{kind}": int(n) for kind, n in findings["kind"].value_counts().sort_index().items()}
+    counts = {"records": result.rows, "records_with_pii": int(findings["record_id"].nunique()),
+              "pii_findings": len(findings), "quarantined": len(quarantine), **by_kind}
+    commit_id = batch.commit(Stage.PII, f"PII policy {policy}: {len(findings)} findings", counts)
+    reject_if_empty(batch, result.rows, "the PII policy")
+    return StageReport(Stage.PII, result.rows, commit_id, counts, {"policy": policy})
 
 
 def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
-    clean = batch.read(Stage.PII)
+    """Two passes over the parts: digests of every text (the decision needs the whole batch), then each part
+    without its duplicates."""
+    workers = inputs.workers if inputs else 0
+    text_field = batch.dataset.record_schema.text_field
+    keys = _stream_side(batch, Stage.PII, dedup_keys_part, text_field, workers)
     known = published_hash_index(batch)
-    result = deduplicate(clean, batch.dataset.record_schema.text_field, known)
-    write_stage(batch, Stage.DEDUP, result.records)
-    batch.repo.put_frame(batch.branch, batch.stage_file(Stage.DEDUP, DUPLICATES_FILE), result.duplicates)
-    in_batch = int((result.duplicates["scope"] == "batch").sum())
-    counts = {"unique": len(result.records), "duplicates": len(result.duplicates),
-              "duplicates_in_batch": in_batch, "duplicates_of_main": len(result.duplicates) - in_batch,
-              "duplicate_rate": round(len(result.duplicates) / len(clean), 6) if len(clean) else 0.0,
+    duplicates = exact_duplicates(keys, known)
+    drop = keys["record_id"].isin(duplicates["record_id"]).to_numpy()
+    bounds = keys.attrs["part_bounds"]
+    filters = (PartTask(part_index(path) or 0, batch.get_part(path), (keys["text_hash"].iloc[a:b].tolist(), ~drop[a:b]))
+               for path, (a, b) in zip(batch.part_paths(Stage.PII), bounds, strict=True))
+    unique = 0
+    with PartWriter(batch, Stage.DEDUP) as parts:
+        for output in map_in_order(dedup_filter_part, filters, worker_count(workers)):
+            parts.put(output.index, output.data)
+            unique += parquet_rows(output.data)
+    batch.repo.put_frame(batch.branch, batch.stage_file(Stage.DEDUP, DUPLICATES_FILE), duplicates)
+    in_batch = int((duplicates["scope"] == "batch").sum())
+    counts = {"unique": unique, "duplicates": len(duplicates),
+              "duplicates_in_batch": in_batch, "duplicates_of_main": len(duplicates) - in_batch,
+              "duplicate_rate": round(len(duplicates) / len(keys), 6) if len(keys) else 0.0,
               "known_hashes_on_main": len(known)}
     commit_id = batch.commit(Stage.DEDUP, "remove exact duplicates (batch and main)", counts)
-    reject_if_empty(batch, len(result.records), "deduplication")
-    return StageReport(Stage.DEDUP, len(result.records), commit_id, counts)
+    reject_if_empty(batch, unique, "deduplication")
+    return StageReport(Stage.DEDUP, unique, commit_id, counts)
+
+
+def _stream_side(batch: Batch, source: Stage, work: Callable[[PartTask], PartOutput], options: Any,
+                 workers: int) -> pd.DataFrame:
+    """The per-part side tables of ``work`` over every part of ``source``, concatenated; ``attrs["part_bounds"]``
+    holds each part's row range."""
+    tasks = (PartTask(part_index(path) or 0, batch.get_part(path), options) for path in batch.part_paths(source))
+    sides = [output.side for output in map_in_order(work, tasks, worker_count(workers))]
+    bounds, start = [], 0
+    for side in sides:
+        bounds.append((start, start + len(side)))
+        start += len(side)
+    frame = pd.concat(sides, ignore_index=True)
+    frame.attrs["part_bounds"] = bounds
+    return frame
 
 
 def run_labeling_tasks(batch: Batch, inputs: StageInputs) -> StageReport:

@@ -30,7 +30,7 @@ from dagster_project.publishing.publish import merge_batch, run_publish
 from dagster_project.publishing.versions import diff_published, tagged_versions
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import Batch
-from dagster_project.stages.ingest import read_gold_set
+from dagster_project.stages.gold_set import read_gold_set
 from dagster_project.stages.runners import StageInputs
 from dagster_project.tenants import TenantConfig, TenantsConfig
 from dagster_project.vendors import build_vendor

@@ -27,7 +27,7 @@ from dagster_project.quality.result import Comparison, GateVerdict
 from dagster_project.services.gatekeeper import RunningGatekeeper, start_gatekeeper
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import Batch
-from dagster_project.stages.ingest import read_gold_set
+from dagster_project.stages.gold_set import read_gold_set
 from dagster_project.stages.runners import StageInputs
 from dagster_project.tenants import DatasetConfig, TenantConfig, TenantsConfig
 from dagster_project.vendors import build_vendor

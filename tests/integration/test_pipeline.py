@@ -25,7 +25,7 @@ from dagster_project.publishing.publish import PublishRefused, run_publish
 from dagster_project.publishing.versions import tagged_versions
 from dagster_project.settings import Settings
 from dagster_project.stages.batch import DUPLICATES_FILE, Batch
-from dagster_project.stages.ingest import read_gold_set
+from dagster_project.stages.gold_set import read_gold_set
 from dagster_project.stages.landing import find_drop
 from dagster_project.stages.rejection import DropRejected
 from dagster_project.stages.runners import StageInputs

@@ -52,8 +52,14 @@ def test_hash_is_equal_across_case_whitespace_and_nfkc_variants(variant: str) ->
     assert normalised_text_hash(variant) == normalised_text_hash("Card was declined twice")
 
 
-def test_hash_is_sha256_of_the_canonical_text() -> None:
-    assert normalised_text_hash("  Hello\n World ") == hashlib.sha256(b"hello world").hexdigest()
+def test_hash_is_the_first_16_bytes_of_the_sha256_of_the_canonical_text() -> None:
+    assert normalised_text_hash("  Hello\n World ") == hashlib.sha256(b"hello world").digest()[:16]
+
+
+def test_an_index_written_with_hex_digests_still_finds_its_duplicates() -> None:
+    legacy = pd.DataFrame({"text_hash": [hashlib.sha256(b"beta").hexdigest()], "record_id": ["m1"]})
+    result = deduplicate(batch("alpha", "Beta"), "text", legacy)
+    assert dupes(result.duplicates) == [("r2", "m1", "main")]
 
 
 def test_hash_casefolds_beyond_lower() -> None:
@@ -103,7 +109,8 @@ def test_duplicates_frame_shape_and_values() -> None:
             "scope": "batch",
         }
     ]
-    assert all(str(dtype) == "string" for dtype in result.duplicates.dtypes)
+    assert all(str(dtype) == "string" for name, dtype in result.duplicates.dtypes.items() if name != "text_hash")
+    assert isinstance(result.duplicates["text_hash"].iloc[0], bytes)  # a 16-byte digest, not a hex string
 
 
 def test_no_duplicates() -> None:

@@ -1,0 +1,141 @@
+"""Batches as bounded parts: how the stages that see every record (raw, clean, pii, dedup) stay flat in memory
+and use every core.
+
+Why: a client's daily drop can hold millions of records. Holding a stage's whole output as one DataFrame costs
+about 3 KiB per record and one core, so 5M records would need ~14 GiB and minutes. Instead each of these stages
+writes its output as numbered Parquet parts of at most :data:`PART_ROWS` rows
+(``datasets/<dataset>/<stage>/batch=<id>/data-00000.parquet`` ...), and the next stage works part by part:
+the process that talks to lakeFS reads part *i*, a worker process transforms it, and the output part *i* is
+uploaded while later parts are still being worked on. At most a few parts are in flight, so memory does not
+grow with the batch.
+
+Results are identical whatever the number of workers: a part's output depends only on that part (and on
+read-only inputs such as the record schema), results are taken back in part order, and part names come from
+the input's part numbers. With one worker, or a batch of one part, the work runs in the calling process
+(the common small drop pays no process start-up).
+
+:class:`concurrent.futures.ProcessPoolExecutor` with the ``spawn`` start method does the fan-out: the calling
+process may be a Dagster step with threads of its own, where ``fork`` is unsafe.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PART_ROWS = 50_000
+"""Rows per part: large enough that per-part overhead (an upload, a commit entry) is negligible, small enough
+that a few parts in flight per worker stay well under a GiB."""
+
+_PART = re.compile(r"data-(\d{5,})\.parquet$")
+
+Task = TypeVar("Task")
+Result = TypeVar("Result")
+
+
+def part_name(index: int) -> str:
+    return f"data-{index:05d}.parquet"
+
+
+def part_index(path: str) -> int | None:
+    """The part number of a ``.../data-00007.parquet`` path (None for any other file)."""
+    found = _PART.search(path)
+    return int(found.group(1)) if found else None
+
+
+def worker_count(configured: int = 0) -> int:
+    """``configured`` workers, or one per core when it is 0."""
+    return configured if configured > 0 else (os.cpu_count() or 1)
+
+
+def frame_bytes(frame: pd.DataFrame) -> bytes:
+    """A frame as Parquet bytes, written the way :meth:`~dagster_project.lakefs.port.ObjectFormats.put_frame`
+    writes it (so a part and a whole-frame file read back identically)."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def read_frame(data: bytes, columns: list[str] | None = None) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(data), columns=columns)
+
+
+def read_table(data: bytes, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(pa.BufferReader(data), columns=columns)
+
+
+def parquet_rows(data: bytes) -> int:
+    """Rows of a Parquet file, from its footer."""
+    return pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
+
+
+def map_in_order(work: Callable[[Task], Result], tasks: Iterable[Task], workers: int = 1,
+                 in_flight: int | None = None) -> Iterator[Result]:
+    """``work(task)`` for every task, yielded in task order, on up to ``workers`` processes.
+
+    ``work`` must be a module-level function (it is sent to the workers by name). At most ``in_flight`` tasks
+    (default: two per worker) are submitted ahead of the one being yielded, so a long batch never piles up in
+    memory. The first task runs in this process while the pool starts, and a batch of a single task never
+    starts a pool at all.
+    """
+    iterator = iter(tasks)
+    first = next(iterator, None)
+    if first is None:
+        return
+    second = next(iterator, None)
+    if workers <= 1 or second is None:
+        yield work(first)
+        if second is not None:
+            yield work(second)
+            yield from map(work, iterator)
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        limit = in_flight or 2 * workers
+        pending: deque[Future[Result]] = deque([pool.submit(work, second)])
+        for task in iterator:
+            pending.append(pool.submit(work, task))
+            if len(pending) >= limit:
+                break
+        yield work(first)  # the pool's processes start meanwhile
+        while pending:
+            result = pending.popleft().result()
+            for task in iterator:
+                pending.append(pool.submit(work, task))
+                if len(pending) >= limit:
+                    break
+            yield result
+    finally:  # a failed task (or a caller that stops early) does not wait for the rest
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass(frozen=True)
+class PartTask:
+    """One input part on its way to a worker, with the read-only options of the stage."""
+
+    index: int
+    data: bytes
+    options: Any = None
+
+
+@dataclass
+class PartOutput:
+    """What a worker made of one part: the output part, and what the stage gathers across parts."""
+
+    index: int
+    data: bytes
+    quarantine: pd.DataFrame | None = None
+    side: pd.DataFrame | None = None
+    """A stage's per-part table besides the records (e.g. PII findings), concatenated in part order."""
+    counts: dict[str, int] = field(default_factory=dict)
