@@ -220,7 +220,11 @@ def build_dataset_definitions(tenant: TenantConfig, dataset: DatasetConfig, sett
         # A batch's stages are sequential and share the batch branch; one process per run avoids paying a
         # Python start-up per step. Batches scale out as separate runs (partitions), e.g. pods on Kubernetes.
         executor_def=dg.in_process_executor,
-        tags=tags,
+        # Tenant and vendor on every run, for the run queue's per-tenant and per-vendor limits (docs/scaling.md).
+        # A run that failed in a step (a blocking gate, a step error) is never retried, whatever the instance's
+        # run_retries say (the Helm chart does not render retry_on_asset_or_op_failure; Dagster's default is true).
+        tags={**layout.batch_run_tags(tenant.name, dataset.name, (v.name for v in dataset.vendors)),
+              "dagster/retry_on_asset_or_op_failure": "false"},
     )
     batch_definitions = dg.Definitions(
         assets=[*(stage_asset(step) for step in STAGE_PLAN), published],

@@ -22,6 +22,7 @@ import dagster as dg
 
 from dagster_project import layout
 from dagster_project.alerts import AlertKind, AlertOutbox, OutboxStatus, format_blocks
+from dagster_project.devservices.dagster_instance import dagster_home, prepare_home, running_daemon
 from dagster_project.devservices.local import LocalServices, s3_client
 from dagster_project.devservices.sample_data import DropPlan, build_drop, upload_drop, upload_gold_set
 from dagster_project.gates import read_gate_results
@@ -39,47 +40,7 @@ Target = tuple[TenantConfig, DatasetConfig]
 DEMO_DROP = "demo-0001"
 BAD_DROP = "demo-0002-bad"
 DEMO_RECORDS = 400
-DEMO_SENSOR_INTERVAL_SECONDS = 5
 RUN_TIMEOUT_SECONDS = 900
-DAGSTER_YAML = """\
-# Written by `trainyard demo`: the quick start's local instance (SQLite under this directory).
-# Shared deployments use infra/dagster.yaml (PostgreSQL).
-telemetry:
-  enabled: false
-nux:
-  enabled: false
-concurrency:
-  runs:
-    max_concurrent_runs: 2
-run_monitoring:
-  enabled: true
-  start_timeout_seconds: 180
-  max_runtime_seconds: 3600
-  poll_interval_seconds: 30
-run_retries:
-  enabled: true
-  max_retries: 1
-  retry_on_asset_or_op_failure: false
-"""
-
-
-def dagster_home(settings: Settings) -> Path:
-    return settings.home.resolve() / "dagster"
-
-
-def prepare_home(settings: Settings) -> dict[str, str]:
-    """Create the local DAGSTER_HOME and workspace; return the environment for child processes."""
-    home = dagster_home(settings)
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(DAGSTER_YAML.format(home=home))
-    (home / "workspace.yaml").write_text("load_from:\n  - python_module: dagster_project.definitions\n")
-    return {
-        **os.environ,
-        **settings.secret_environment(),
-        "DAGSTER_HOME": str(home),
-        "TRAINYARD_HOME": str(settings.home.resolve()),
-        "TRAINYARD_TENANTS_FILE": str(Path(settings.tenants_file).resolve()),
-    }
 
 
 def _repo(settings: Settings, tenant: TenantConfig) -> LakeFSRepository:
@@ -318,12 +279,10 @@ def blocked_summary_lines(settings: Settings, tenant: TenantConfig, dataset: Dat
 def run_demo(settings: Settings | None = None) -> int:
     settings = settings or Settings()
     env = prepare_home(settings)
-    env["TRAINYARD_SENSOR_INTERVAL_SECONDS"] = str(DEMO_SENSOR_INTERVAL_SECONDS)
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "TRAINYARD_HOME", "TRAINYARD_TENANTS_FILE")})
     targets = load_tenants(settings.tenants_file).datasets()
     bad = pick_bad_target(targets)
     log_path = settings.home.resolve() / "logs" / "demo-daemon.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"Trainyard demo: {len(targets)} dataset(s); DAGSTER_HOME={env['DAGSTER_HOME']}", flush=True)
     with LocalServices(settings) as services:
         print(f"  services: S3 {services.s3.url if services.s3 else '-'}, lakeFS {settings.lakefs_api_url}, "
@@ -345,19 +304,9 @@ def run_demo(settings: Settings | None = None) -> int:
         if done:
             print("  every demo batch is already processed: nothing new for the sensors (idempotent re-run)")
         else:
-            daemon_cmd = [str(Path(sys.executable).parent / "dagster-daemon"), "run",
-                          "-w", str(dagster_home(settings) / "workspace.yaml")]
             print("  starting dagster-daemon; the landing sensors will pick the drops up ...", flush=True)
-            with open(log_path, "ab") as log:
-                daemon = subprocess.Popen(daemon_cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-                try:
-                    _wait(settings, targets, bad, env)
-                finally:
-                    daemon.terminate()
-                    try:
-                        daemon.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        daemon.kill()
+            with running_daemon(settings, env, log_path):
+                _wait(settings, targets, bad, env)
             if services.slack is not None:
                 print(f"  the Slack receiver got {len(services.slack.messages)} message(s)", flush=True)
         print()

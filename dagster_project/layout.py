@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from enum import StrEnum
 
 MAIN_BRANCH = "main"
@@ -121,11 +122,23 @@ VERSION_TAG = "trainyard/version"
 ALERTED_TAG = "trainyard/alerted"
 """Set on a run whose failure already raised its own alert (a failed gate, a merge conflict): the run-failure
 sensor then stays quiet."""
+VENDOR_TAG = "trainyard/vendor"
+"""On every batch run: the labeling vendor(s) the run sends tasks to, so the run queue's tag concurrency limits
+(``infra/dagster.yaml``) can cap the runs talking to one vendor at once, as ``trainyard/tenant`` caps a tenant's."""
 
 
 def dagster_tags(tenant: str, dataset: str) -> dict[str, str]:
     """The tags on every asset, job and run of one tenant dataset."""
     return {TENANT_TAG: tenant, DATASET_TAG: dataset}
+
+
+def batch_run_tags(tenant: str, dataset: str, vendors: Iterable[str]) -> dict[str, str]:
+    """The tags on every batch run (whatever launched it: the landing sensor, a re-execution, the launchpad).
+
+    A dataset labelled by several vendors gets their sorted names joined by ``+``: a per-value limit then counts
+    runs per combination of vendors, which is per vendor for the usual one-vendor dataset.
+    """
+    return {**dagster_tags(tenant, dataset), VENDOR_TAG: "+".join(sorted(set(vendors)))}
 
 
 def asset_group(tenant: str, dataset: str) -> str:
