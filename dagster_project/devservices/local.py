@@ -10,6 +10,7 @@ same ``TRAINYARD_*`` settings the code location reads, so the daemon, the run wo
 from __future__ import annotations
 
 import os
+import socket
 from contextlib import ExitStack
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +31,13 @@ def _host_port(url: str) -> tuple[str, int]:
     if parts.hostname is None or parts.port is None:
         raise ValueError(f"{url}: the embedded services need an explicit host and port")
     return parts.hostname, parts.port
+
+
+def free_loopback_port() -> int:
+    """A TCP port nothing listens on right now, for services that must not collide with a running ``make dev``."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def s3_client(settings: Settings) -> Any:
