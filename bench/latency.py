@@ -34,7 +34,7 @@ from pathlib import Path
 import dagster as dg
 
 from dagster_project import layout
-from dagster_project.devservices.dagster_instance import prepare_home, running_daemon
+from dagster_project.devservices.dagster_instance import prepare_home, running_daemon, workspace_file
 from dagster_project.devservices.local import LocalServices, free_loopback_port, s3_client
 from dagster_project.devservices.sample_data import build_drop, upload_drop, upload_gold_set
 from dagster_project.lakefs import LakeFSRepository, RefNotFound, settings_client
@@ -166,7 +166,7 @@ def main() -> None:
         env = prepare_home(settings)
         os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "TRAINYARD_HOME", "TRAINYARD_TENANTS_FILE")})
         tenant = load_tenants(settings.tenants_file).tenant(TENANT)
-        with LocalServices(settings), running_daemon(settings, env, Path(tmp) / "daemon.log"), \
+        with LocalServices(settings), running_daemon(workspace_file(settings), env, Path(tmp) / "daemon.log"), \
                 dg.DagsterInstance.get() as instance:
             upload_gold_set(s3_client(settings), settings.landing_bucket, tenant, tenant.dataset(DATASET))
             repo = LakeFSRepository(settings_client(settings), tenant.lakefs_repository)

@@ -22,7 +22,7 @@ import dagster as dg
 
 from dagster_project import layout
 from dagster_project.alerts import AlertKind, AlertOutbox, OutboxStatus, format_blocks
-from dagster_project.devservices.dagster_instance import dagster_home, prepare_home, running_daemon
+from dagster_project.devservices.dagster_instance import dagster_home, prepare_home, running_daemon, workspace_file
 from dagster_project.devservices.local import LocalServices, s3_client
 from dagster_project.devservices.sample_data import DropPlan, build_drop, upload_drop, upload_gold_set
 from dagster_project.gates import read_gate_results
@@ -305,7 +305,7 @@ def run_demo(settings: Settings | None = None) -> int:
             print("  every demo batch is already processed: nothing new for the sensors (idempotent re-run)")
         else:
             print("  starting dagster-daemon; the landing sensors will pick the drops up ...", flush=True)
-            with running_daemon(settings, env, log_path):
+            with running_daemon(workspace_file(settings), env, log_path):
                 _wait(settings, targets, bad, env)
             if services.slack is not None:
                 print(f"  the Slack receiver got {len(services.slack.messages)} message(s)", flush=True)

@@ -79,12 +79,22 @@ def sensor_interval_seconds(settings: Settings) -> int:
     return EMBEDDED_SENSOR_INTERVAL_SECONDS
 
 
+def workspace_file(settings: Settings) -> Path:
+    return dagster_home(settings) / "workspace.yaml"
+
+
+def write_workspace(path: Path) -> Path:
+    """A workspace with the one code location, as every local Dagster process loads it."""
+    path.write_text("load_from:\n  - python_module: dagster_project.definitions\n")
+    return path
+
+
 def prepare_home(settings: Settings) -> dict[str, str]:
     """Create the local DAGSTER_HOME and workspace; return the environment for child processes."""
     home = dagster_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
-    (home / "workspace.yaml").write_text("load_from:\n  - python_module: dagster_project.definitions\n")
+    write_workspace(workspace_file(settings))
     return {
         **os.environ,
         **settings.secret_environment(),
@@ -96,11 +106,10 @@ def prepare_home(settings: Settings) -> dict[str, str]:
 
 
 @contextmanager
-def running_daemon(settings: Settings, env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
-    """``dagster-daemon run`` over the local DAGSTER_HOME (sensors, run queue, monitoring), its output appended to
-    ``log_path``; terminated on exit, killed if it does not stop in time."""
-    command = [str(Path(sys.executable).parent / "dagster-daemon"), "run",
-               "-w", str(dagster_home(settings) / "workspace.yaml")]
+def running_daemon(workspace: Path, env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
+    """``dagster-daemon run`` (sensors, run queue, monitoring) over ``env``'s DAGSTER_HOME and the ``workspace``
+    file, its output appended to ``log_path``; terminated on exit, killed if it does not stop in time."""
+    command = [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         daemon = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
