@@ -56,11 +56,14 @@ class DropPlan:
     manifest: dict[str, Any] | None = None
 
 
-def _text(rng: np.random.Generator, labels: list[str], index: int, pii_share: float) -> tuple[str, bool]:
+def _text(rng: np.random.Generator, labels: list[str], index: int, pii_share: float,
+          text_chars: int = 0) -> tuple[str, bool]:
     label = labels[int(rng.integers(len(labels)))].replace("_", " ")
     parts = [OPENERS[int(rng.integers(len(OPENERS)))],
              f"Ticket {index}: this looks like a {label} case", f"(ref {int(rng.integers(10**6)):06d}).",
              DETAILS[int(rng.integers(len(DETAILS)))]]
+    while sum(len(p) + 1 for p in parts) < text_chars:  # longer tickets: more detail sentences
+        parts.append(DETAILS[int(rng.integers(len(DETAILS)))])
     has_pii = bool(rng.random() < pii_share)
     if has_pii:
         snippet = PII_SNIPPETS[int(rng.integers(len(PII_SNIPPETS)))]
@@ -85,11 +88,12 @@ def default_pii_share(dataset: DatasetConfig) -> float:
 
 def synthetic_records(dataset: DatasetConfig, n: int, seed: int = 0, pii_share: float | None = None,
                       start: int = 0, synthetic_share: float = 0.0,
-                      synthetic_shifted: bool = False) -> tuple[list[dict[str, Any]], int]:
+                      synthetic_shifted: bool = False, text_chars: int = 0) -> tuple[list[dict[str, Any]], int]:
     """``n`` valid records for the dataset's schema, and how many carry PII.
 
     With a ``synthetic_field``, a ``synthetic_share`` of records are flagged synthetic; ``synthetic_shifted``
-    makes those come from a visibly different distribution (for the synthetic-vs-real test).
+    makes those come from a visibly different distribution (for the synthetic-vs-real test); ``text_chars`` pads
+    texts with more sentences to at least that many characters (for benchmarks).
     """
     rng = np.random.default_rng(seed)
     pii_share = default_pii_share(dataset) if pii_share is None else pii_share
@@ -109,7 +113,7 @@ def synthetic_records(dataset: DatasetConfig, n: int, seed: int = 0, pii_share: 
             elif name == schema.id_field:
                 record[name] = f"{dataset.name[:3].upper()}-{seed:03d}-{index:07d}"
             elif name == schema.text_field:
-                record[name], has_pii = _text(rng, dataset.labels, index, pii_share)
+                record[name], has_pii = _text(rng, dataset.labels, index, pii_share, text_chars)
                 with_pii += has_pii
             elif spec.allowed:
                 record[name] = spec.allowed[int(rng.integers(len(spec.allowed)))]
@@ -155,11 +159,11 @@ def _parquet(records: list[dict[str, Any]]) -> bytes:
 def build_drop(tenant: TenantConfig, dataset: DatasetConfig, drop_name: str, n: int, seed: int = 0,
                formats: tuple[str, ...] = ("jsonl", "csv", "parquet"), plant_defects: bool = True,
                with_manifest: bool = True, duplicate_share: float = 0.05, pii_share: float | None = None,
-               synthetic_share: float = 0.0, synthetic_shifted: bool = False) -> DropPlan:
+               synthetic_share: float = 0.0, synthetic_shifted: bool = False, text_chars: int = 0) -> DropPlan:
     """Generate a drop's files in memory (see :func:`upload_drop`)."""
     schema = dataset.record_schema
     records, with_pii = synthetic_records(dataset, n, seed, pii_share, synthetic_share=synthetic_share,
-                                          synthetic_shifted=synthetic_shifted)
+                                          synthetic_shifted=synthetic_shifted, text_chars=text_chars)
     plan = DropPlan(drop_prefix=incoming_prefix(tenant.landing_prefix, dataset.name) + drop_name + "/",
                     with_pii=with_pii)
     rng = np.random.default_rng(seed + 1)

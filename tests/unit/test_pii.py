@@ -12,6 +12,7 @@ from dagster_project.stages.pii import (
     KINDS,
     PiiMatch,
     apply_policy,
+    candidate_kinds,
     detect_pii,
     is_valid_card,
     is_valid_iban,
@@ -248,3 +249,48 @@ def test_apply_policy_drop() -> None:
     assert sum(result.counts.values()) == 3
     with pytest.raises(ValueError, match="policy"):
         apply_policy(frame_with_pii(), "text", "keep")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------------- prefilter
+
+
+def _texts_of_this_module() -> list[str]:
+    """Every string literal in this file: the PII unit tests' own texts, positive and negative."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    return sorted({node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
+                   and isinstance(node.value, str) and any(ch.isdigit() or ch == "@" for ch in node.value)})
+
+
+def _unprefiltered(texts: list[str]) -> list[list[tuple[str, int, int]]]:
+    return [[(m.kind, m.start, m.end) for m in detect_pii(t)] for t in texts]
+
+
+def test_the_prefilter_changes_no_finding_on_the_unit_test_texts_and_the_generated_corpus(
+        example_config: TenantsConfig) -> None:
+    from dagster_project.devservices.sample_data import synthetic_records
+
+    dataset = example_config.tenant("northbank").dataset("support_intents")
+    generated = [r["text"] for r in synthetic_records(dataset, 3000, seed=11, pii_share=0.5, text_chars=300)[0]]
+    # Unicode digits (Python's \d matches them, RE2's does not): the prefilter must still let them through.
+    arabic = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+    unicode_digits = [t.translate(arabic) for t in _texts_of_this_module()]
+    texts = [*_texts_of_this_module(), *generated, *unicode_digits, "", "no digits at all"]
+    frame = pd.DataFrame({"record_id": [str(i) for i in range(len(texts))], "text": texts})
+    findings = scan_frame(frame, "text")
+    prefiltered = [[(k, s, e) for k, s, e in zip(group["kind"], group["start"], group["end"], strict=True)]
+                   for _, group in findings.groupby(findings["record_id"].astype(int), sort=True)]
+    by_record = dict(zip(sorted(set(findings["record_id"].astype(int))), prefiltered, strict=True))
+    expected = _unprefiltered(texts)
+    assert [by_record.get(i, []) for i in range(len(texts))] == expected
+    assert sum(map(len, expected)) > 1500  # the corpus does hold findings of several kinds
+    assert {k for found in expected for k, _, _ in found} >= {"email", "phone", "iban", "card"}
+
+
+def test_candidate_kinds_select_only_what_might_match() -> None:
+    kinds = candidate_kinds(["Card was declined twice", "mail me at a.b@example.com", None,
+                             "card 4111 1111 1111 1111 please", "call +44 20 7946 0958"])
+    assert kinds[0] == frozenset() and kinds[2] == frozenset()
+    assert "email" in kinds[1] and "card" in kinds[3] and "phone" in kinds[4]
