@@ -137,6 +137,12 @@ def land_and_time(settings: Settings, instance: dg.DagsterInstance, repo: LakeFS
     batch_id = layout.batch_id_for_drop(drop)
 
     def new_tag() -> bool:  # cheap to ask every POLL_SECONDS: the emulator runs in this process
+        failed = instance.get_run_records(filters=dg.RunsFilter(
+            job_name=layout.job_name(TENANT, DATASET), tags={"dagster/partition": batch_id},
+            statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]), limit=1)
+        if failed:
+            raise RuntimeError(f"the run of {batch_id} ended {failed[0].dagster_run.status.value}: "
+                               f"inspect it with DAGSTER_HOME={instance.root_directory}")
         try:
             return any(t.id not in known for t in repo.iter_tags(prefix=layout.version_tag_prefix(DATASET)))
         except RefNotFound:  # the repository appears with the first batch
@@ -153,6 +159,36 @@ def _row(name: str, total: float, phases: dict[str, float], extra: str = "") -> 
     return f"{name:<22}{total:>7.2f}" + "".join(f"{phases[p]:>8.2f}" for p in PHASES) + extra
 
 
+def _run(args: argparse.Namespace, settings: Settings, env: dict[str, str], log: Path) -> None:
+    tenant = load_tenants(settings.tenants_file).tenant(TENANT)
+    with LocalServices(settings), running_daemon(workspace_file(settings), env, log), \
+            dg.DagsterInstance.get() as instance:
+        upload_gold_set(s3_client(settings), settings.landing_bucket, tenant, tenant.dataset(DATASET))
+        repo = LakeFSRepository(settings_client(settings), tenant.lakefs_repository)
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+              f"{platform.python_version()}, dagster {dg.__version__}, load {os.getloadavg()[0]:.2f}; "
+              f"sensor interval {env['TRAINYARD_SENSOR_INTERVAL_SECONDS']} s; {args.records} records per drop",
+              flush=True)
+        print(f"{'drop':<22}{'total':>7}" + "".join(f"{p:>8}" for p in PHASES) + "   step bodies (steps)")
+        results = []
+        for index in range(args.drops + 1):
+            latency = land_and_time(settings, instance, repo, f"latency-{index:02d}", args.records, seed=index)
+            name = f"{latency.drop}{' (warm-up)' if index == 0 else ''}"
+            print(_row(name, latency.total, latency.phases,
+                       f"   {latency.step_bodies:6.2f} ({latency.steps})  slowest: {latency.slowest()}"),
+                  flush=True)
+            if index:
+                results.append(latency)
+        medians = {p: statistics.median(r.phases[p] for r in results) for p in PHASES}
+        print(_row("median", statistics.median(r.total for r in results), medians,
+                   f"   {statistics.median(r.step_bodies for r in results):6.2f}"))
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if args.steps:
+            for key in results[0].bodies:
+                seconds = statistics.median(r.bodies.get(key, float('nan')) for r in results)
+                print(f"  {key.removeprefix(f'{TENANT}__{DATASET}__'):<44}{seconds:>7.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--drops", type=int, default=5, help="measured drops (after one warm-up drop)")
@@ -165,33 +201,12 @@ def main() -> None:
         settings = Settings()
         env = prepare_home(settings)
         os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "TRAINYARD_HOME", "TRAINYARD_TENANTS_FILE")})
-        tenant = load_tenants(settings.tenants_file).tenant(TENANT)
-        with LocalServices(settings), running_daemon(workspace_file(settings), env, Path(tmp) / "daemon.log"), \
-                dg.DagsterInstance.get() as instance:
-            upload_gold_set(s3_client(settings), settings.landing_bucket, tenant, tenant.dataset(DATASET))
-            repo = LakeFSRepository(settings_client(settings), tenant.lakefs_repository)
-            print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-                  f"{platform.python_version()}, dagster {dg.__version__}, load {os.getloadavg()[0]:.2f}; "
-                  f"sensor interval {env['TRAINYARD_SENSOR_INTERVAL_SECONDS']} s; {args.records} records per drop",
-                  flush=True)
-            print(f"{'drop':<22}{'total':>7}" + "".join(f"{p:>8}" for p in PHASES) + "   step bodies (steps)")
-            results = []
-            for index in range(args.drops + 1):
-                latency = land_and_time(settings, instance, repo, f"latency-{index:02d}", args.records, seed=index)
-                name = f"{latency.drop}{' (warm-up)' if index == 0 else ''}"
-                print(_row(name, latency.total, latency.phases,
-                           f"   {latency.step_bodies:6.2f} ({latency.steps})  slowest: {latency.slowest()}"),
-                      flush=True)
-                if index:
-                    results.append(latency)
-            medians = {p: statistics.median(r.phases[p] for r in results) for p in PHASES}
-            print(_row("median", statistics.median(r.total for r in results), medians,
-                       f"   {statistics.median(r.step_bodies for r in results):6.2f}"))
-            print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-            if args.steps:
-                for key in results[0].bodies:
-                    seconds = statistics.median(r.bodies.get(key, float('nan')) for r in results)
-                    print(f"  {key.removeprefix(f'{TENANT}__{DATASET}__'):<44}{seconds:>7.3f}")
+        log = Path(tmp) / "daemon.log"
+        try:
+            _run(args, settings, env, log)
+        except BaseException:
+            print(f"daemon log (last lines of {log}):\n" + "\n".join(log.read_text().splitlines()[-40:]))
+            raise
 
 
 if __name__ == "__main__":

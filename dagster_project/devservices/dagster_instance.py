@@ -16,10 +16,11 @@ instead of every 5 s.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from dagster_project.settings import Settings
@@ -108,11 +109,16 @@ def prepare_home(settings: Settings) -> dict[str, str]:
 @contextmanager
 def running_daemon(workspace: Path, env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen]:
     """``dagster-daemon run`` (sensors, run queue, monitoring) over ``env``'s DAGSTER_HOME and the ``workspace``
-    file, its output appended to ``log_path``; terminated on exit, killed if it does not stop in time."""
+    file, its output appended to ``log_path``; stopped on exit with everything it started.
+
+    The daemon runs in a process group of its own: the code server it spawns (and that server's run workers) can
+    outlive a terminated daemon -- a code server waits for executions it believes in progress -- so what is left
+    of the group once the daemon has stopped is killed.
+    """
     command = [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(workspace)]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
-        daemon = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        daemon = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             yield daemon
         finally:
@@ -122,3 +128,5 @@ def running_daemon(workspace: Path, env: dict[str, str], log_path: Path) -> Iter
             except subprocess.TimeoutExpired:
                 daemon.kill()
                 daemon.wait()
+            with suppress(ProcessLookupError):  # nothing left of the group
+                os.killpg(daemon.pid, signal.SIGKILL)
