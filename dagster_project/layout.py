@@ -89,6 +89,15 @@ def dedup_index_path(dataset: str, batch_id: str) -> str:
     return f"{dedup_index_prefix(dataset)}batch={batch_id}/{DATA_FILE}"
 
 
+def neardup_index_prefix(dataset: str) -> str:
+    return f"datasets/{dataset}/neardup_index/"
+
+
+def neardup_index_path(dataset: str, batch_id: str) -> str:
+    """The near-duplicate signature index (band keys) of one published batch's records."""
+    return f"{neardup_index_prefix(dataset)}batch={batch_id}/signatures.npz"
+
+
 def gate_result_path(dataset: str, batch_id: str, gate: str) -> str:
     return f"datasets/{dataset}/gates/batch={batch_id}/{gate}.json"
 

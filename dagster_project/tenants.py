@@ -126,6 +126,9 @@ class DatasetConfig(Strict):
     """What the ``pii`` stage does with detected PII before anything leaves for a vendor: ``redact`` it in
     place, ``drop`` (quarantine) the record, or ``none`` for datasets declared PII-free -- the PII residual gate
     still scans every labeling task, so a PII leak into a declared-clean dataset is blocked, not shipped."""
+    near_duplicate_threshold: float | None = Field(default=0.8, gt=0, le=1)
+    """Jaccard similarity of character 5-gram sets at or above which ``dedup`` removes a record as a
+    near-duplicate of an earlier one (in the batch or on main); None: exact duplicates only."""
     synthetic_field: str | None = None
     """A boolean schema field marking synthetic records (their share is capped; they are tested against real)."""
     segment_fields: list[str] = []

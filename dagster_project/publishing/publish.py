@@ -25,7 +25,8 @@ from dagster_project.publishing.gatekeeper import touches_actions
 from dagster_project.publishing.versions import Version, find_published_version, next_version
 from dagster_project.quality.result import GateResult
 from dagster_project.stages.batch import DUPLICATES_FILE, Batch, all_quarantine, reason_counts, write_stage
-from dagster_project.stages.dedup import as_digests, index_entries
+from dagster_project.stages.dedup import SIGNATURES_FILE, as_digests, index_entries
+from dagster_project.stages.neardup import SignatureIndex
 from dagster_project.stages.rejection import reject_if_empty
 from dagster_project.stages.runners import build_published, published_hash_index
 
@@ -91,6 +92,7 @@ def run_publish(batch: Batch, store: ApprovalStore | None = None) -> PublishOutc
     write_stage(batch, Stage.PUBLISHED, published)
     batch.repo.put_frame(batch.branch, layout.dedup_index_path(batch.dataset.name, batch.batch_id),
                          index_entries(published))
+    publish_signatures(batch, published["record_id"])
     summary = {
         "tenant": batch.tenant.name, "dataset": batch.dataset.name, "batch_id": batch.batch_id,
         "conservation": report.as_dict(),
@@ -173,6 +175,18 @@ def _merge_and_tag(batch: Batch, source: str, candidate: CommitMetadata | None, 
             if store is not None:
                 store.record_version(batch.tenant.name, batch.dataset.name, tag, main_commit, batch.batch_id)
             return main_commit, tag
+
+
+def publish_signatures(batch: Batch, published_ids: pd.Series) -> None:
+    """The near-duplicate index main keeps for this batch: the band keys dedup computed, for the records actually
+    published (one that consolidation held back is no original for later batches)."""
+    data = batch.repo.get_bytes(batch.branch, batch.stage_file(Stage.DEDUP, SIGNATURES_FILE))
+    if data is None:  # the dataset checks exact duplicates only
+        return
+    index = SignatureIndex.from_bytes(data)
+    held_back = set(index.ids()) - set(published_ids)
+    batch.repo.put_bytes(batch.branch, layout.neardup_index_path(batch.dataset.name, batch.batch_id),
+                         index.without(held_back).to_bytes() if held_back else data)
 
 
 def refuse_new_duplicates_of_main(batch: Batch, source: str) -> None:

@@ -1,35 +1,44 @@
-"""The ``dedup`` stage: exact duplicates by normalised-text hash, within the batch and against ``main``.
+"""The ``dedup`` stage: exact and near-duplicates, within the batch and against everything on ``main``.
 
-Duplicates waste labeling budget and leak between train and evaluation splits, so each record whose
-normalised text was already seen -- earlier in the same batch, or in any batch already published on ``main``
--- ends as ``duplicate_of(<record_id of the first occurrence>)``. ``main`` keeps a small hash index per
-published batch (``datasets/<dataset>/dedup_index/``), so checking against everything published reads hashes,
-not every published record. Near-duplicates (MinHash/LSH) build on the same index later.
+Duplicates waste labeling budget and leak between train and evaluation splits, so each record whose text was
+already seen -- earlier in the same batch, or in any batch already published on ``main`` -- ends as
+``duplicate_of(<record_id of the first occurrence>)``. Exact copies (same canonical text: case, Unicode forms and
+spacing folded) take the cheap path: a 16-byte digest, looked up in the hash index each published batch leaves on
+``main`` (``datasets/<dataset>/dedup_index/``). Near copies (a typo, punctuation, an inserted or replaced word,
+rotated text) are found by MinHash/LSH (:mod:`~dagster_project.stages.neardup`) against the band keys each
+published batch leaves there too (``datasets/<dataset>/neardup_index/``), so a new batch never recomputes an old
+signature and reads a published text only when it is a candidate.
+
+Both decisions need the whole batch, so the stage makes two passes over its parts: workers compute digests and
+band keys part by part, the decisions are made on those (bytes per record, not texts), and workers then write
+each part without its duplicates.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from dagster_project.stages.neardup import (
+    NearDupParams,
+    SignatureIndex,
+    canonical_text,
+    find_near_duplicates,
+    text_keys,
+)
 from dagster_project.stages.parts import PartOutput, PartTask, frame_bytes, read_frame
 
 DEDUP_INDEX_COLUMNS = ["text_hash", "record_id"]
-DUPLICATE_COLUMNS = ["record_id", "batch_id", "duplicate_of", "text_hash", "scope"]
+DUPLICATE_COLUMNS = ["record_id", "batch_id", "duplicate_of", "text_hash", "scope", "similarity"]
+SIGNATURES_FILE = "signatures.npz"
+"""The near-duplicate band keys of the batch's unique records, on its branch; published as the batch's index."""
 DIGEST_BYTES = 16
 """A 128-bit digest: collisions are out of reach for any number of records a dataset will hold (~2^64 needed),
 at half the bytes of a full SHA-256 and a quarter of its hex string."""
-_WHITESPACE = re.compile(r"\s+")
-
-
-def canonical_text(text: str) -> str:
-    """The text with case, Unicode compatibility forms and whitespace runs normalised away."""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
 def normalised_text_hash(text: str) -> bytes:
@@ -63,7 +72,8 @@ def exact_duplicates(keys: pd.DataFrame, published_index: pd.DataFrame) -> pd.Da
     def rows(mask: pd.Series, duplicate_of: pd.Series, scope: str) -> pd.DataFrame:
         selected = keys.loc[mask]
         return pd.DataFrame({"record_id": selected["record_id"], "batch_id": selected["batch_id"],
-                             "duplicate_of": duplicate_of[mask], "text_hash": selected["text_hash"], "scope": scope})
+                             "duplicate_of": duplicate_of[mask], "text_hash": selected["text_hash"], "scope": scope,
+                             "similarity": 1.0})
 
     found = pd.concat([rows(main_dupes, on_main, "main"), rows(batch_dupes, first_in_batch, "batch")],
                       ignore_index=True)[DUPLICATE_COLUMNS]
@@ -71,9 +81,29 @@ def exact_duplicates(keys: pd.DataFrame, published_index: pd.DataFrame) -> pd.Da
 
 
 def duplicates_frame(found: pd.DataFrame) -> pd.DataFrame:
-    """The duplicates table as written: text columns as strings, the digest as bytes."""
-    text = [c for c in DUPLICATE_COLUMNS if c != "text_hash"]
-    return found.astype({c: "string" for c in text}).astype({"text_hash": object})
+    """The duplicates table as written: ids and scope as strings, the digest as bytes, the similarity (1.0 for an
+    exact duplicate, the 5-gram Jaccard for a near one) as a float."""
+    text = [c for c in DUPLICATE_COLUMNS if c not in ("text_hash", "similarity")]
+    return found[DUPLICATE_COLUMNS].astype({c: "string" for c in text}).astype(
+        {"text_hash": object, "similarity": "float64"})
+
+
+def near_duplicates(keys: pd.DataFrame, texts: Sequence[str], band_keys, params: NearDupParams,
+                    against: SignatureIndex,
+                    against_texts: Callable[[list[str]], Mapping[str, str]]) -> pd.DataFrame:
+    """Near-duplicates among records that are not exact duplicates (``keys`` as for :func:`exact_duplicates`,
+    their ``texts`` and band keys), against each other and against the published records in ``against``."""
+    found = find_near_duplicates(keys["record_id"].tolist(), texts, params, against, against_texts, keys=band_keys)
+    if not found:
+        return duplicates_frame(pd.DataFrame(columns=DUPLICATE_COLUMNS))
+    in_batch = set(keys["record_id"])
+    position = pd.Series(np.arange(len(keys)), index=keys["record_id"])
+    rows = position[[f.record_id for f in found]].to_numpy()
+    return duplicates_frame(pd.DataFrame({
+        "record_id": [f.record_id for f in found], "batch_id": keys["batch_id"].to_numpy()[rows],
+        "duplicate_of": [f.duplicate_of for f in found], "text_hash": keys["text_hash"].to_numpy()[rows],
+        "scope": ["batch" if f.duplicate_of in in_batch else "main" for f in found],
+        "similarity": [f.similarity for f in found]}))
 
 
 def deduplicate(records: pd.DataFrame, text_field: str, published_index: pd.DataFrame) -> DedupResult:
@@ -89,12 +119,23 @@ def index_entries(unique: pd.DataFrame) -> pd.DataFrame:
     return unique[DEDUP_INDEX_COLUMNS].reset_index(drop=True)
 
 
+@dataclass(frozen=True)
+class DedupOptions:
+    text_field: str
+    near: NearDupParams | None
+    """None: exact duplicates only."""
+
+
 def dedup_keys_part(task: PartTask) -> PartOutput:
-    """Worker side of dedup's first pass: the digest of every record's text (the decision needs the whole batch)."""
-    frame = read_frame(task.data, ["record_id", "batch_id", task.options])
+    """Worker side of dedup's first pass: the digest and the near-duplicate band keys of every record's text
+    (the decisions need the whole batch, so they are made afterwards, on these)."""
+    options: DedupOptions = task.options
+    frame = read_frame(task.data, ["record_id", "batch_id", options.text_field])
+    texts = frame[options.text_field].fillna("").astype(str).tolist()
     keys = pd.DataFrame({"record_id": frame["record_id"], "batch_id": frame["batch_id"],
-                         "text_hash": frame[task.options].map(normalised_text_hash)})
-    return PartOutput(task.index, b"", side=keys)
+                         "text_hash": [normalised_text_hash(t) for t in texts]})
+    bands = text_keys(texts, options.near) if options.near is not None else None
+    return PartOutput(task.index, b"", side=keys, arrays=bands)
 
 
 def dedup_filter_part(task: PartTask) -> PartOutput:

@@ -139,3 +139,5 @@ class PartOutput:
     side: pd.DataFrame | None = None
     """A stage's per-part table besides the records (e.g. PII findings), concatenated in part order."""
     counts: dict[str, int] = field(default_factory=dict)
+    arrays: Any = None
+    """A stage's per-part numeric arrays (e.g. near-duplicate band keys)."""

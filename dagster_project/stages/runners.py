@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dagster_project import layout
@@ -32,11 +33,20 @@ from dagster_project.stages.batch import (
     write_stage,
 )
 from dagster_project.stages.clean import clean_part
-from dagster_project.stages.dedup import DEDUP_INDEX_COLUMNS, dedup_filter_part, dedup_keys_part, exact_duplicates
+from dagster_project.stages.dedup import (
+    DEDUP_INDEX_COLUMNS,
+    SIGNATURES_FILE,
+    DedupOptions,
+    dedup_filter_part,
+    dedup_keys_part,
+    exact_duplicates,
+    near_duplicates,
+)
 from dagster_project.stages.gold_set import read_gold_set
 from dagster_project.stages.ingest import empty_raw_frame, stream_drop
 from dagster_project.stages.labeling import GOLD_ITEM_PREFIX, build_tasks, gold_sample_size, select_gold
 from dagster_project.stages.landing import find_drop
+from dagster_project.stages.neardup import NearDupParams, SignatureIndex
 from dagster_project.stages.parts import (
     PartOutput,
     PartTask,
@@ -48,6 +58,7 @@ from dagster_project.stages.parts import (
     worker_count,
 )
 from dagster_project.stages.pii import PiiOptions, empty_findings, pii_part
+from dagster_project.stages.published_reads import PartTexts, published_signatures, published_texts
 from dagster_project.stages.rejection import reject_if_empty
 from dagster_project.vendors.base import ANNOTATION_COLUMNS, TASK_COLUMNS, VendorClient
 
@@ -193,17 +204,32 @@ def run_pii(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
 
 
 def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
-    """Two passes over the parts: digests of every text (the decision needs the whole batch), then each part
-    without its duplicates."""
+    """Two passes over the parts: digests and band keys of every text (the decisions need the whole batch), then
+    each part without its exact and near-duplicates."""
     workers = inputs.workers if inputs else 0
     text_field = batch.dataset.record_schema.text_field
-    keys = _stream_side(batch, Stage.PII, dedup_keys_part, text_field, workers)
+    threshold = batch.dataset.near_duplicate_threshold
+    params = NearDupParams.for_threshold(threshold) if threshold is not None else None
+    keys, bands = _stream_side(batch, Stage.PII, dedup_keys_part, DedupOptions(text_field, params), workers)
     known = published_hash_index(batch)
     duplicates = exact_duplicates(keys, known)
     drop = keys["record_id"].isin(duplicates["record_id"]).to_numpy()
-    bounds = keys.attrs["part_bounds"]
+    paths, bounds = batch.part_paths(Stage.PII), keys.attrs["part_bounds"]
+    against = SignatureIndex.empty(params) if params else None
+    if params is not None:
+        rows = np.flatnonzero(~drop)
+        texts = PartTexts(batch, paths, bounds, rows, text_field)
+        against = published_signatures(batch, params)
+        near = near_duplicates(keys.iloc[rows].reset_index(drop=True), texts, bands[rows], params, against,
+                               lambda ids: published_texts(batch, ids, text_field))
+        duplicates = pd.concat([duplicates, near], ignore_index=True) if len(near) else duplicates
+        drop = drop | keys["record_id"].isin(near["record_id"]).to_numpy()
+        kept = np.flatnonzero(~drop)
+        batch.repo.put_bytes(batch.branch, batch.stage_file(Stage.DEDUP, SIGNATURES_FILE), SignatureIndex.build(
+            keys["record_id"].iloc[kept].tolist(), keys["record_id"].iloc[kept].tolist(), params,
+            keys=bands[kept]).to_bytes())
     filters = (PartTask(part_index(path) or 0, batch.get_part(path), (keys["text_hash"].iloc[a:b].tolist(), ~drop[a:b]))
-               for path, (a, b) in zip(batch.part_paths(Stage.PII), bounds, strict=True))
+               for path, (a, b) in zip(paths, bounds, strict=True))
     unique = 0
     with PartWriter(batch, Stage.DEDUP) as parts:
         for output in map_in_order(dedup_filter_part, filters, worker_count(workers)):
@@ -213,26 +239,30 @@ def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
     in_batch = int((duplicates["scope"] == "batch").sum())
     counts = {"unique": unique, "duplicates": len(duplicates),
               "duplicates_in_batch": in_batch, "duplicates_of_main": len(duplicates) - in_batch,
+              "near_duplicates": int((duplicates["similarity"] < 1.0).sum()),
               "duplicate_rate": round(len(duplicates) / len(keys), 6) if len(keys) else 0.0,
-              "known_hashes_on_main": len(known)}
-    commit_id = batch.commit(Stage.DEDUP, "remove exact duplicates (batch and main)", counts)
+              "known_hashes_on_main": len(known), "known_signatures_on_main": len(against) if against else 0}
+    what = "exact duplicates" if params is None else f"exact and near-duplicates (Jaccard >= {params.threshold})"
+    commit_id = batch.commit(Stage.DEDUP, f"remove {what} (batch and main)", counts)
     reject_if_empty(batch, unique, "deduplication")
     return StageReport(Stage.DEDUP, unique, commit_id, counts)
 
 
 def _stream_side(batch: Batch, source: Stage, work: Callable[[PartTask], PartOutput], options: Any,
-                 workers: int) -> pd.DataFrame:
-    """The per-part side tables of ``work`` over every part of ``source``, concatenated; ``attrs["part_bounds"]``
-    holds each part's row range."""
+                 workers: int) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """The per-part side tables (and arrays) of ``work`` over every part of ``source``, concatenated;
+    ``attrs["part_bounds"]`` holds each part's row range."""
     tasks = (PartTask(part_index(path) or 0, batch.get_part(path), options) for path in batch.part_paths(source))
-    sides = [output.side for output in map_in_order(work, tasks, worker_count(workers))]
+    outputs = list(map_in_order(work, tasks, worker_count(workers)))
+    sides = [output.side for output in outputs]
+    arrays = [output.arrays for output in outputs if output.arrays is not None]
     bounds, start = [], 0
     for side in sides:
         bounds.append((start, start + len(side)))
         start += len(side)
     frame = pd.concat(sides, ignore_index=True)
     frame.attrs["part_bounds"] = bounds
-    return frame
+    return frame, (np.concatenate(arrays) if arrays else None)
 
 
 def run_labeling_tasks(batch: Batch, inputs: StageInputs) -> StageReport:

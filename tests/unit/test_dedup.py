@@ -107,9 +107,10 @@ def test_duplicates_frame_shape_and_values() -> None:
             "duplicate_of": "r1",
             "text_hash": normalised_text_hash("x"),
             "scope": "batch",
+            "similarity": 1.0,
         }
     ]
-    assert all(str(dtype) == "string" for name, dtype in result.duplicates.dtypes.items() if name != "text_hash")
+    assert all(str(dtype) == "string" for name, dtype in result.duplicates.dtypes.items() if name not in ("text_hash", "similarity"))
     assert isinstance(result.duplicates["text_hash"].iloc[0], bytes)  # a 16-byte digest, not a hex string
 
 
