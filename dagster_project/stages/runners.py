@@ -48,6 +48,7 @@ from dagster_project.stages.labeling import GOLD_ITEM_PREFIX, build_tasks, gold_
 from dagster_project.stages.landing import find_drop
 from dagster_project.stages.neardup import NearDupParams, SignatureIndex
 from dagster_project.stages.parts import (
+    PART_ROWS,
     PartOutput,
     PartTask,
     frame_bytes,
@@ -80,6 +81,8 @@ class StageInputs:
     """The dataset's gold set; None reads it from the landing zone (``<prefix>/<dataset>/gold/``)."""
     workers: int = 0
     """Processes for the streamed stages (raw, clean, pii, dedup); 0 is one per core."""
+    part_rows: int = PART_ROWS
+    """Lines of a drop per raw part (and so rows per part of every streamed stage after it)."""
 
     def gold_set(self, batch: Batch) -> pd.DataFrame:
         if self.gold is not None:
@@ -106,7 +109,8 @@ def run_raw(batch: Batch, inputs: StageInputs, now: datetime | None = None) -> S
             parts.put(index, data)
             names[index] = parts.written[-1]
 
-        result = stream_drop(s3, drop, batch.batch_id, ingested_at, put, discard, worker_count(inputs.workers))
+        result = stream_drop(s3, drop, batch.batch_id, ingested_at, put, discard, worker_count(inputs.workers),
+                             inputs.part_rows)
         if not parts.written:  # every record quarantined: an empty part still says what the columns are
             put(0, frame_bytes(empty_raw_frame()))
     batch.repo.put_frame(batch.branch, batch.quarantine_path(Stage.RAW), result.quarantine)
