@@ -40,7 +40,7 @@ from dagster_project.devservices.sample_data import build_drop, upload_drop, upl
 from dagster_project.lakefs import LakeFSRepository, RefNotFound, settings_client
 from dagster_project.publishing.versions import find_published_version
 from dagster_project.settings import Settings
-from dagster_project.tenants import load_tenants
+from dagster_project.tenants import TenantConfig, load_tenants
 
 TENANT, DATASET = "northbank", "support_intents"  # the example UK fintech dataset, published automatically
 POLL_SECONDS = 0.2
@@ -161,32 +161,38 @@ def _row(name: str, total: float, phases: dict[str, float], extra: str = "") -> 
 
 def _run(args: argparse.Namespace, settings: Settings, env: dict[str, str], log: Path) -> None:
     tenant = load_tenants(settings.tenants_file).tenant(TENANT)
-    with LocalServices(settings), running_daemon(workspace_file(settings), env, log), \
-            dg.DagsterInstance.get() as instance:
-        upload_gold_set(s3_client(settings), settings.landing_bucket, tenant, tenant.dataset(DATASET))
-        repo = LakeFSRepository(settings_client(settings), tenant.lakefs_repository)
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-              f"{platform.python_version()}, dagster {dg.__version__}, load {os.getloadavg()[0]:.2f}; "
-              f"sensor interval {env['TRAINYARD_SENSOR_INTERVAL_SECONDS']} s; {args.records} records per drop",
+    with LocalServices(settings), dg.DagsterInstance.get() as instance:
+        instance.all_instigator_state()  # the SQLite storages exist before the daemon's threads look for them
+        with running_daemon(workspace_file(settings), env, log):
+            _measure_drops(args, settings, env, instance, tenant)
+
+
+def _measure_drops(args: argparse.Namespace, settings: Settings, env: dict[str, str], instance: dg.DagsterInstance,
+                   tenant: TenantConfig) -> None:
+    upload_gold_set(s3_client(settings), settings.landing_bucket, tenant, tenant.dataset(DATASET))
+    repo = LakeFSRepository(settings_client(settings), tenant.lakefs_repository)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
+          f"{platform.python_version()}, dagster {dg.__version__}, load {os.getloadavg()[0]:.2f}; "
+          f"sensor interval {env['TRAINYARD_SENSOR_INTERVAL_SECONDS']} s; {args.records} records per drop",
+          flush=True)
+    print(f"{'drop':<22}{'total':>7}" + "".join(f"{p:>8}" for p in PHASES) + "   step bodies (steps)")
+    results = []
+    for index in range(args.drops + 1):
+        latency = land_and_time(settings, instance, repo, f"latency-{index:02d}", args.records, seed=index)
+        name = f"{latency.drop}{' (warm-up)' if index == 0 else ''}"
+        print(_row(name, latency.total, latency.phases,
+                   f"   {latency.step_bodies:6.2f} ({latency.steps})  slowest: {latency.slowest()}"),
               flush=True)
-        print(f"{'drop':<22}{'total':>7}" + "".join(f"{p:>8}" for p in PHASES) + "   step bodies (steps)")
-        results = []
-        for index in range(args.drops + 1):
-            latency = land_and_time(settings, instance, repo, f"latency-{index:02d}", args.records, seed=index)
-            name = f"{latency.drop}{' (warm-up)' if index == 0 else ''}"
-            print(_row(name, latency.total, latency.phases,
-                       f"   {latency.step_bodies:6.2f} ({latency.steps})  slowest: {latency.slowest()}"),
-                  flush=True)
-            if index:
-                results.append(latency)
-        medians = {p: statistics.median(r.phases[p] for r in results) for p in PHASES}
-        print(_row("median", statistics.median(r.total for r in results), medians,
-                   f"   {statistics.median(r.step_bodies for r in results):6.2f}"))
-        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        if args.steps:
-            for key in results[0].bodies:
-                seconds = statistics.median(r.bodies.get(key, float('nan')) for r in results)
-                print(f"  {key.removeprefix(f'{TENANT}__{DATASET}__'):<44}{seconds:>7.3f}")
+        if index:
+            results.append(latency)
+    medians = {p: statistics.median(r.phases[p] for r in results) for p in PHASES}
+    print(_row("median", statistics.median(r.total for r in results), medians,
+               f"   {statistics.median(r.step_bodies for r in results):6.2f}"))
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.steps:
+        for key in results[0].bodies:
+            seconds = statistics.median(r.bodies.get(key, float('nan')) for r in results)
+            print(f"  {key.removeprefix(f'{TENANT}__{DATASET}__'):<44}{seconds:>7.3f}")
 
 
 def main() -> None:
