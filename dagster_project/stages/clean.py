@@ -45,6 +45,10 @@ def normalise_text(value: str) -> str:
     Collapsing spaces matters downstream: "+44   7700   900123" must look like the phone number it is to the
     PII detector, and two texts that differ only in spacing are one text to annotators and to dedup.
     """
+    if value.isascii() and value.isprintable() and "  " not in value:
+        # The common case, without a regex: NFKC leaves ASCII as it is, and printable ASCII holds no control
+        # character and no whitespace but the plain space, so only the ends can change.
+        return value.strip()
     return _HORIZONTAL_SPACE.sub(" ", _CONTROL.sub("", unicodedata.normalize("NFKC", value))).strip()
 
 
@@ -107,11 +111,12 @@ def _coerce(name: str, spec: FieldSpec, value: Any) -> Any:
 def clean_records(raw: pd.DataFrame, schema: RecordSchema) -> CleanResult:
     """Validate raw records against the schema; return typed records and quarantined ones."""
     required = set(schema.required)
-    typed_rows: list[dict[str, Any]] = []
+    columns: dict[str, list[Any]] = {name: [] for name in schema.fields}
+    kept: list[int] = []
     quarantined: list[QuarantineEntry] = []
     normalised = 0
-    for row in raw.itertuples(index=False):
-        payload: dict[str, Any] = json.loads(row.payload)
+    for position, text in enumerate(raw["payload"].tolist()):
+        payload: dict[str, Any] = json.loads(text)
         values: dict[str, Any] = {}
         problems: list[tuple[str, str]] = []
         for name, spec in schema.fields.items():
@@ -135,20 +140,22 @@ def clean_records(raw: pd.DataFrame, schema: RecordSchema) -> CleanResult:
             except FieldError as exc:
                 problems.append((name, str(exc)))
         if problems:
+            row = raw.iloc[position]
             quarantined.append(QuarantineEntry(
-                row.record_id, row.batch_id, Stage.CLEAN, row.source_uri,
-                None if pd.isna(row.source_line) else int(row.source_line),
-                problems[0][0], "; ".join(p for _, p in problems), row.payload,
+                row["record_id"], row["batch_id"], Stage.CLEAN, row["source_uri"],
+                None if pd.isna(row["source_line"]) else int(row["source_line"]),
+                problems[0][0], "; ".join(p for _, p in problems), text,
             ))
             continue
-        typed_rows.append({**{c: getattr(row, c) for c in LINEAGE_COLUMNS}, **values})
-    records = pd.DataFrame(typed_rows, columns=[*LINEAGE_COLUMNS, *schema.fields])
-    records = records.astype({"source_line": "Int64"})
+        kept.append(position)
+        for name in schema.fields:
+            columns[name].append(values[name])
+    records = raw.iloc[kept][LINEAGE_COLUMNS].reset_index(drop=True).astype({"source_line": "Int64"})
     for name, spec in schema.fields.items():
         if spec.type == "datetime":
-            records[name] = pd.to_datetime(records[name], utc=True, format="ISO8601")
+            records[name] = pd.to_datetime(pd.Series(columns[name], dtype=object), utc=True, format="ISO8601")
         else:
-            records[name] = records[name].astype(_DTYPES[spec.type])
+            records[name] = pd.Series(columns[name], dtype=object).astype(_DTYPES[spec.type])
     return CleanResult(records, quarantine_frame(quarantined) if quarantined else empty_quarantine(), normalised)
 
 
