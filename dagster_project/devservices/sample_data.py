@@ -62,8 +62,11 @@ def _text(rng: np.random.Generator, labels: list[str], index: int, pii_share: fl
     parts = [OPENERS[int(rng.integers(len(OPENERS)))],
              f"Ticket {index}: this looks like a {label} case", f"(ref {int(rng.integers(10**6)):06d}).",
              DETAILS[int(rng.integers(len(DETAILS)))]]
-    while sum(len(p) + 1 for p in parts) < text_chars:  # longer tickets: more detail sentences
-        parts.append(DETAILS[int(rng.integers(len(DETAILS)))])
+    length = sum(len(p) + 1 for p in parts)
+    while length < text_chars:  # longer tickets: free text, different in every ticket as real ones are
+        word = FILLER_WORDS[int(rng.integers(len(FILLER_WORDS)))]
+        parts.append(word)
+        length += len(word) + 1
     has_pii = bool(rng.random() < pii_share)
     if has_pii:
         snippet = PII_SNIPPETS[int(rng.integers(len(PII_SNIPPETS)))]
@@ -71,6 +74,16 @@ def _text(rng: np.random.Generator, labels: list[str], index: int, pii_share: fl
                                     last=LAST[int(rng.integers(len(LAST)))], n=int(rng.integers(1000))))
     return " ".join(p for p in parts if p), has_pii
 
+
+_FILLER = ("account balance card payment transfer branch app login password statement fee refund charge limit "
+            "loan mortgage rate interest overdraft savings deposit cheque direct debit standing order merchant "
+            "online mobile phone email letter address name customer agent manager complaint delay error screen "
+            "message code reset locked blocked missing wrong twice yesterday today morning evening week month "
+            "urgent please help again still waiting since because after before when while although however also "
+            "only never always ")
+FILLER_WORDS = tuple(_FILLER.split())
+"""Words for padding benchmark tickets to a length (``text_chars``): drawn at random, so long tickets differ
+from each other the way real free text does, instead of repeating the same few sentences."""
 
 SHIFTED_WORDS = ["Regarding", "the", "matter", "of", "quarterly", "synergy", "alignment", "deliverables",
                  "stakeholder", "bandwidth", "leverage", "roadmap", "paradigm", "holistic", "scalable"]

@@ -229,6 +229,10 @@ class RawBlock:
     lineage: dict[str, Any]
     manifest_problem: str | None
 
+    @property
+    def rows(self) -> int:
+        return len(self.lines)
+
 
 @dataclass(frozen=True)
 class FileFailed:

@@ -80,35 +80,47 @@ def parquet_rows(data: bytes) -> int:
     return pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows
 
 
+PARALLEL_FROM_ROWS = 20_000
+"""Rows worked in this process before a pool is started: a small drop never pays for starting worker processes
+(about a second each), a large one starts them after its first part."""
+
+
 def map_in_order(work: Callable[[Task], Result], tasks: Iterable[Task], workers: int = 1,
-                 in_flight: int | None = None) -> Iterator[Result]:
+                 in_flight: int | None = None, parallel_from: int | None = None) -> Iterator[Result]:
     """``work(task)`` for every task, yielded in task order, on up to ``workers`` processes.
 
-    ``work`` must be a module-level function (it is sent to the workers by name). At most ``in_flight`` tasks
-    (default: two per worker) are submitted ahead of the one being yielded, so a long batch never piles up in
-    memory. The first task runs in this process while the pool starts, and a batch of a single task never
-    starts a pool at all.
+    ``work`` must be a module-level function (it is sent to the workers by name); a task's ``rows`` says how much
+    work it is. Tasks run in this process until ``parallel_from`` rows have been worked; then a pool takes the
+    rest, the next task still running here while the pool starts. At most ``in_flight`` tasks (default: two per
+    worker) are submitted ahead of the one being yielded, so a long batch never piles up in memory.
     """
     iterator = iter(tasks)
-    first = next(iterator, None)
-    if first is None:
+    worked, parallel_from = 0, PARALLEL_FROM_ROWS if parallel_from is None else parallel_from
+    if workers > 1:
+        for task in iterator:
+            yield work(task)
+            worked += getattr(task, "rows", 1)
+            if worked >= parallel_from:
+                break
+    here = next(iterator, None)
+    if here is None:
         return
-    second = next(iterator, None)
-    if workers <= 1 or second is None:
-        yield work(first)
-        if second is not None:
-            yield work(second)
+    ahead = next(iterator, None)
+    if workers <= 1 or ahead is None:
+        yield work(here)
+        if ahead is not None:
+            yield work(ahead)
             yield from map(work, iterator)
         return
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     try:
         limit = in_flight or 2 * workers
-        pending: deque[Future[Result]] = deque([pool.submit(work, second)])
+        pending: deque[Future[Result]] = deque([pool.submit(work, ahead)])
         for task in iterator:
             pending.append(pool.submit(work, task))
             if len(pending) >= limit:
                 break
-        yield work(first)  # the pool's processes start meanwhile
+        yield work(here)  # the pool's processes start meanwhile
         while pending:
             result = pending.popleft().result()
             for task in iterator:
@@ -127,6 +139,10 @@ class PartTask:
     index: int
     data: bytes
     options: Any = None
+
+    @property
+    def rows(self) -> int:
+        return parquet_rows(self.data)
 
 
 @dataclass

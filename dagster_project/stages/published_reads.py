@@ -9,7 +9,6 @@ signature indexes on ``main`` (:func:`published_signatures`), so a new batch nev
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,17 +20,19 @@ from dagster_project import layout
 from dagster_project.stages.batch import Batch
 from dagster_project.stages.neardup import NearDupParams, SignatureIndex
 
-_CACHED_PARTS = 4
-
 
 class PartTexts(Sequence[str]):
-    """The texts of the rows ``rows`` (global row numbers across ``paths``' parts), read lazily by position."""
+    """The texts of the rows ``rows`` (global row numbers across ``paths``' parts), read lazily by position.
+
+    A part's text column is read the first time one of its texts is needed and kept as an Arrow array (about a
+    byte per character, not a Python string per text): the exact checks of a block of candidates touch texts
+    all over the batch, and reading a part again per block would cost far more than keeping it."""
 
     def __init__(self, batch: Batch, paths: list[str], bounds: list[tuple[int, int]], rows: np.ndarray,
                  text_field: str) -> None:
         self._batch, self._paths, self._rows, self._field = batch, paths, rows, text_field
         self._starts = np.array([start for start, _ in bounds], dtype=np.int64)
-        self._cache: OrderedDict[int, list[str]] = OrderedDict()
+        self._parts: dict[int, pa.Array] = {}
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -41,16 +42,14 @@ class PartTexts(Sequence[str]):
             return [self[i] for i in range(*position.indices(len(self)))]
         row = int(self._rows[position])
         part = int(np.searchsorted(self._starts, row, side="right")) - 1
-        return self._texts(part)[row - int(self._starts[part])]
+        value = self._texts(part)[row - int(self._starts[part])].as_py()
+        return value if isinstance(value, str) else ""
 
-    def _texts(self, part: int) -> list[str]:
-        if part not in self._cache:
+    def _texts(self, part: int) -> pa.Array:
+        if part not in self._parts:
             table = pq.read_table(pa.BufferReader(self._batch.get_part(self._paths[part])), columns=[self._field])
-            self._cache[part] = [t if isinstance(t, str) else "" for t in table.column(0).to_pylist()]
-            while len(self._cache) > _CACHED_PARTS:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(part)
-        return self._cache[part]
+            self._parts[part] = table.column(0).combine_chunks()
+        return self._parts[part]
 
 
 def published_signatures(batch: Batch, params: NearDupParams) -> SignatureIndex:

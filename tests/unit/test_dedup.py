@@ -110,7 +110,8 @@ def test_duplicates_frame_shape_and_values() -> None:
             "similarity": 1.0,
         }
     ]
-    assert all(str(dtype) == "string" for name, dtype in result.duplicates.dtypes.items() if name not in ("text_hash", "similarity"))
+    texts = [dtype for name, dtype in result.duplicates.dtypes.items() if name not in ("text_hash", "similarity")]
+    assert all(str(dtype) == "string" for dtype in texts)
     assert isinstance(result.duplicates["text_hash"].iloc[0], bytes)  # a 16-byte digest, not a hex string
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from dagster_project import layout
 from dagster_project.devservices.sample_data import build_drop, upload_drop
 from dagster_project.layout import Stage
+from dagster_project.stages import parts
 from dagster_project.stages.batch import DUPLICATES_FILE, PII_FINDINGS_FILE
 from dagster_project.stages.runners import run_clean, run_dedup, run_pii, run_raw
 from dagster_project.tenants import TenantsConfig
@@ -43,7 +44,9 @@ def _run_streamed(tmp_path, tenant, dataset, workers: int) -> dict[str, pd.DataF
         return out
 
 
-def test_parallel_and_single_process_runs_leave_identical_data(tmp_path, example_config: TenantsConfig) -> None:
+def test_parallel_and_single_process_runs_leave_identical_data(tmp_path, example_config: TenantsConfig,
+                                                                monkeypatch) -> None:
+    monkeypatch.setattr(parts, "PARALLEL_FROM_ROWS", 100)  # start the pool after the first couple of parts
     tenant = example_config.tenant("northbank")
     dataset = tenant.dataset("support_intents")
     single = _run_streamed(tmp_path, tenant, dataset, workers=1)
