@@ -8,6 +8,7 @@ tenant, dataset, batch, version or incident) answer with one line naming what is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import subprocess
 import sys
@@ -237,6 +238,21 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_near_dups(args: argparse.Namespace) -> int:
+    from dagster_project.stages.neardup_files import RecordsError, report_near_duplicates
+
+    against = Path(args.against) if args.against else None
+    try:
+        with open(args.out, "w", encoding="utf-8") if args.out else contextlib.nullcontext(sys.stdout) as out:
+            found, total = report_near_duplicates(Path(args.file), against, args.id_field, args.text_field,
+                                                  args.threshold, out)
+    except (RecordsError, OSError) as exc:
+        raise UserError(str(exc)) from exc
+    print(f"{found} of {total} records near-duplicate an earlier one{' or one in --against' if against else ''} "
+          f"(5-gram Jaccard >= {args.threshold})", file=sys.stderr)
+    return 0
+
+
 class UserError(Exception):
     """An ordinary mistake on the command line: printed as one line, exit code 2."""
 
@@ -249,6 +265,7 @@ EPILOG = """examples:
   trainyard diff northbank support_intents v1 v2
   trainyard alerts
   trainyard ack 12 --as oncall@example.com
+  trainyard near-dups wk50.jsonl --against published.parquet --text-field text --id-field id
 """
 
 
@@ -357,6 +374,18 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--host", default="127.0.0.1")
     gate.add_argument("--port", type=int, default=9340)
     gate.set_defaults(func=cmd_gatekeeper)
+    near = _sub(sub, "near-dups", "list the records of a file that near-duplicate an earlier one (or --against's)",
+                "Print a JSON line {id, duplicate_of, similarity} for each record of FILE (JSONL, CSV or Parquet) "
+                "whose text's 5-gram Jaccard similarity with an earlier record, or one in --against, is at least "
+                "--threshold: the dedup stage's engine, on local files.",
+                "trainyard near-dups wk50.jsonl --against published.parquet --text-field text --id-field id")
+    near.add_argument("file")
+    near.add_argument("--against", metavar="FILE", help="records already kept (e.g. published): preferred matches")
+    near.add_argument("--text-field", required=True)
+    near.add_argument("--id-field", required=True)
+    near.add_argument("--threshold", type=float, default=0.8, help="least similarity reported (default 0.8)")
+    near.add_argument("--out", metavar="FILE", help="write the JSON lines here instead of stdout")
+    near.set_defaults(func=cmd_near_dups)
     check = _sub(sub, "check-config", "validate a tenants file",
                  "Validate a tenants file; one line per problem, naming tenant, dataset and field.",
                  "trainyard check-config my-tenants.yaml")
