@@ -40,19 +40,6 @@ CSV_FIELD_LIMIT = 64 << 20
 """Largest CSV cell accepted (the csv module's default of 128 KiB rejects long free-text tickets)."""
 
 
-@dataclass
-class IngestResult:
-    records: pd.DataFrame
-    quarantine: pd.DataFrame
-    manifest: Manifest | None
-    manifest_problem: str | None
-    files: list[str]
-
-    @property
-    def records_in(self) -> int:
-        return len(self.records) + len(self.quarantine)
-
-
 @dataclass(frozen=True)
 class _Parsed:
     line: int | None
@@ -320,6 +307,17 @@ class IngestSummary:
         return self.records + len(self.quarantine)
 
 
+@dataclass
+class IngestResult:
+    """An :class:`IngestSummary` with the records as one frame (tests and small drops)."""
+
+    records: pd.DataFrame
+    summary: IngestSummary
+
+    def __getattr__(self, name: str) -> Any:  # quarantine, manifest, manifest_problem, files, records_in
+        return getattr(self.summary, name)
+
+
 def stream_drop(s3: Any, drop: Drop, batch_id: str, ingested_at: datetime, put_part: Callable[[int, bytes], None],
                 discard_parts: Callable[[list[int]], None], workers: int = 1,
                 part_rows: int = PART_ROWS) -> IngestSummary:
@@ -371,7 +369,7 @@ def ingest_drop(s3: Any, drop: Drop, batch_id: str, ingested_at: datetime, worke
                           lambda taken: [parts.pop(i) for i in taken], workers, part_rows)
     records = pd.concat([read_frame(parts[i]) for i in sorted(parts)], ignore_index=True) if parts else \
         empty_raw_frame()
-    return IngestResult(records, summary.quarantine, summary.manifest, summary.manifest_problem, summary.files)
+    return IngestResult(records, summary)
 
 
 def read_payloads(records: pd.DataFrame) -> list[dict[str, Any]]:
