@@ -128,7 +128,8 @@ class PartWriter:
 
     def __init__(self, batch: Batch, stage: Stage) -> None:
         self.batch, self.stage = batch, stage
-        self.written: list[str] = []
+        self.written: dict[int, str] = {}
+        """Path of every part this run wrote, by part number."""
 
     def __enter__(self) -> PartWriter:
         self._before = set(self.batch.part_paths(self.stage))
@@ -137,16 +138,15 @@ class PartWriter:
     def put(self, index: int, data: bytes) -> None:
         path = layout.stage_dir(self.batch.dataset.name, self.stage, self.batch.batch_id) + part_name(index)
         self.batch.repo.put_bytes(self.batch.branch, path, data)
-        self.written.append(path)
+        self.written[index] = path
 
-    def discard(self, paths: list[str]) -> None:
+    def discard(self, indexes: list[int]) -> None:
         """Take back parts written by this run (e.g. of a file that turned out to be corrupt half-way)."""
-        self.batch.repo.delete_paths(self.batch.branch, paths)
-        self.written = [p for p in self.written if p not in paths]
+        self.batch.repo.delete_paths(self.batch.branch, [self.written.pop(i) for i in indexes])
 
     def __exit__(self, kind: object, error: object, traceback: object) -> None:
         if kind is None:
-            self.batch.repo.delete_paths(self.batch.branch, sorted(self._before - set(self.written)))
+            self.batch.repo.delete_paths(self.batch.branch, sorted(self._before - set(self.written.values())))
 
 
 def all_quarantine(batch: Batch) -> pd.DataFrame:

@@ -9,7 +9,7 @@ the same paths and, with nothing changed, makes no new commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -100,19 +100,10 @@ def run_raw(batch: Batch, inputs: StageInputs, now: datetime | None = None) -> S
     drop = find_drop(s3, inputs.landing_bucket, batch.tenant.landing_prefix, batch.dataset.name, batch.batch_id)
     ingested_at = now or _first_ingestion_time(batch) or datetime.now(UTC)
     with PartWriter(batch, Stage.RAW) as parts:
-        names = {}
-
-        def discard(indexes: list[int]) -> None:
-            parts.discard([names.pop(i) for i in indexes])
-
-        def put(index: int, data: bytes) -> None:
-            parts.put(index, data)
-            names[index] = parts.written[-1]
-
-        result = stream_drop(s3, drop, batch.batch_id, ingested_at, put, discard, worker_count(inputs.workers),
-                             inputs.part_rows)
+        result = stream_drop(s3, drop, batch.batch_id, ingested_at, parts.put, parts.discard,
+                             worker_count(inputs.workers), inputs.part_rows)
         if not parts.written:  # every record quarantined: an empty part still says what the columns are
-            put(0, frame_bytes(empty_raw_frame()))
+            parts.put(0, frame_bytes(empty_raw_frame()))
     batch.repo.put_frame(batch.branch, batch.quarantine_path(Stage.RAW), result.quarantine)
     manifest = result.manifest.model_dump(mode="json") if result.manifest else {"problem": result.manifest_problem}
     batch.repo.put_json(batch.branch, batch.stage_file(Stage.RAW, MANIFEST_COPY),
@@ -155,7 +146,8 @@ def _stream(batch: Batch, source: Stage, target: Stage, work: Callable[[PartTask
             workers: int) -> _Streamed:
     """Run ``work`` over every part of ``source``, writing the ``target`` part of the same number."""
     gathered = _Streamed()
-    tasks = (PartTask(part_index(path) or 0, batch.get_part(path), options) for path in batch.part_paths(source))
+    paths = batch.part_paths(source)
+    tasks = _part_tasks(batch, paths, [options] * len(paths))
     with PartWriter(batch, target) as parts:
         for output in map_in_order(work, tasks, worker_count(workers)):
             parts.put(output.index, output.data)
@@ -218,7 +210,7 @@ def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
     known = published_hash_index(batch)
     duplicates = exact_duplicates(keys, known)
     drop = keys["record_id"].isin(duplicates["record_id"]).to_numpy()
-    paths, bounds = batch.part_paths(Stage.PII), keys.attrs["part_bounds"]
+    paths, bounds = keys.attrs["part_paths"], keys.attrs["part_bounds"]
     against = SignatureIndex.empty(params) if params else None
     if params is not None:
         rows = np.flatnonzero(~drop)
@@ -229,11 +221,10 @@ def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
         duplicates = pd.concat([duplicates, near], ignore_index=True) if len(near) else duplicates
         drop = drop | keys["record_id"].isin(near["record_id"]).to_numpy()
         kept = np.flatnonzero(~drop)
-        batch.repo.put_bytes(batch.branch, batch.stage_file(Stage.DEDUP, SIGNATURES_FILE), SignatureIndex.build(
-            keys["record_id"].iloc[kept].tolist(), keys["record_id"].iloc[kept].tolist(), params,
-            keys=bands[kept]).to_bytes())
-    filters = (PartTask(part_index(path) or 0, batch.get_part(path), (keys["text_hash"].iloc[a:b].tolist(), ~drop[a:b]))
-               for path, (a, b) in zip(paths, bounds, strict=True))
+        index = SignatureIndex.build(keys["record_id"].iloc[kept].tolist(),
+                                     PartTexts(batch, paths, bounds, kept, text_field), params, keys=bands[kept])
+        batch.repo.put_bytes(batch.branch, batch.stage_file(Stage.DEDUP, SIGNATURES_FILE), index.to_bytes())
+    filters = _part_tasks(batch, paths, [(keys["text_hash"].iloc[a:b].tolist(), ~drop[a:b]) for a, b in bounds])
     unique = 0
     with PartWriter(batch, Stage.DEDUP) as parts:
         for output in map_in_order(dedup_filter_part, filters, worker_count(workers)):
@@ -256,8 +247,8 @@ def _stream_side(batch: Batch, source: Stage, work: Callable[[PartTask], PartOut
                  workers: int) -> tuple[pd.DataFrame, np.ndarray | None]:
     """The per-part side tables (and arrays) of ``work`` over every part of ``source``, concatenated;
     ``attrs["part_bounds"]`` holds each part's row range."""
-    tasks = (PartTask(part_index(path) or 0, batch.get_part(path), options) for path in batch.part_paths(source))
-    outputs = list(map_in_order(work, tasks, worker_count(workers)))
+    paths = batch.part_paths(source)
+    outputs = list(map_in_order(work, _part_tasks(batch, paths, [options] * len(paths)), worker_count(workers)))
     sides = [output.side for output in outputs]
     arrays = [output.arrays for output in outputs if output.arrays is not None]
     bounds, start = [], 0
@@ -266,7 +257,14 @@ def _stream_side(batch: Batch, source: Stage, work: Callable[[PartTask], PartOut
         start += len(side)
     frame = pd.concat(sides, ignore_index=True)
     frame.attrs["part_bounds"] = bounds
+    frame.attrs["part_paths"] = paths
     return frame, (np.concatenate(arrays) if arrays else None)
+
+
+def _part_tasks(batch: Batch, paths: list[str], options: list[Any]) -> Iterator[PartTask]:
+    """Each part of ``paths``, read when the worker pool is ready for it, with its options."""
+    for path, part_options in zip(paths, options, strict=True):
+        yield PartTask(part_index(path) or 0, batch.get_part(path), part_options)
 
 
 def run_labeling_tasks(batch: Batch, inputs: StageInputs) -> StageReport:
