@@ -28,12 +28,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from itertools import accumulate
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dagster_project.devservices.sample_data import zipf_vocabulary  # noqa: E402
 from dagster_project.stages.minhash import jaccard, shingles  # noqa: E402
 from dagster_project.stages.neardup import (  # noqa: E402
     NearDupParams,
@@ -43,14 +43,6 @@ from dagster_project.stages.neardup import (  # noqa: E402
 )
 
 KINDS = ("typo", "punctuation", "spacing", "insertion", "deletion", "replacement", "rotation", "mixed")
-
-
-def _vocabulary(rng: random.Random, size: int = 8000) -> tuple[list[str], list[float]]:
-    syllables = [a + b for a in "bcdfghklmnprstvwz" for b in ["a", "e", "i", "o", "u", "ai", "ou", "ee"]]
-    words = sorted({"".join(rng.choice(syllables) for _ in range(rng.choice((1, 2, 2, 3, 3, 4))))
-                    for _ in range(size * 2)})[:size]
-    rng.shuffle(words)
-    return words, list(accumulate(1 / (rank + 1) ** 1.05 for rank in range(len(words))))
 
 
 def _prose(rng: random.Random, words: list[str], weights: list[float]) -> str:
@@ -124,7 +116,7 @@ def _edit(rng: random.Random, text: str, kind: str, words: list[str]) -> str:
 def make_corpus(docs: int, seed: int, planted: float = 0.15) -> tuple[list[str], list[int], list[str]]:
     """Texts, each one's source (-1: original) and kind of edit."""
     rng = random.Random(seed)
-    words, weights = _vocabulary(rng)
+    words, weights = zipf_vocabulary(rng)
     texts: list[str] = []
     sources: list[int] = []
     kinds: list[str] = []

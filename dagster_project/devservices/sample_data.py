@@ -14,8 +14,11 @@ import csv
 import hashlib
 import io
 import json
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -64,9 +67,12 @@ def _text(rng: np.random.Generator, labels: list[str], index: int, pii_share: fl
              DETAILS[int(rng.integers(len(DETAILS)))]]
     length = sum(len(p) + 1 for p in parts)
     while length < text_chars:  # longer tickets: free text, different in every ticket as real ones are
-        word = FILLER_WORDS[int(rng.integers(len(FILLER_WORDS)))]
-        parts.append(word)
-        length += len(word) + 1
+        words = FILLER_WORDS[np.searchsorted(_FILLER_CDF, rng.random(max(4, (text_chars - length) // 5)))]
+        for word in words.tolist():
+            if length >= text_chars:
+                break
+            parts.append(word)
+            length += len(word) + 1
     has_pii = bool(rng.random() < pii_share)
     if has_pii:
         snippet = PII_SNIPPETS[int(rng.integers(len(PII_SNIPPETS)))]
@@ -75,15 +81,35 @@ def _text(rng: np.random.Generator, labels: list[str], index: int, pii_share: fl
     return " ".join(p for p in parts if p), has_pii
 
 
-_FILLER = ("account balance card payment transfer branch app login password statement fee refund charge limit "
-            "loan mortgage rate interest overdraft savings deposit cheque direct debit standing order merchant "
-            "online mobile phone email letter address name customer agent manager complaint delay error screen "
-            "message code reset locked blocked missing wrong twice yesterday today morning evening week month "
-            "urgent please help again still waiting since because after before when while although however also "
-            "only never always ")
-FILLER_WORDS = tuple(_FILLER.split())
-"""Words for padding benchmark tickets to a length (``text_chars``): drawn at random, so long tickets differ
+_COMMON = ("account balance card payment transfer branch app login password statement fee refund charge limit "
+           "loan mortgage rate interest overdraft savings deposit cheque direct debit standing order merchant "
+           "online mobile phone email letter address name customer agent manager complaint delay error screen "
+           "message code reset locked blocked missing wrong twice yesterday today morning evening week month "
+           "urgent please help again still waiting since because after before when while although however also "
+           "only never always ")
+_SYLLABLES = [a + b for a in "bcdfghklmnprstvwz" for b in ("a", "e", "i", "o", "u", "ai", "ou", "ee")]
+
+
+def zipf_vocabulary(rng: random.Random, size: int = 8000, common: Sequence[str] = ()) -> tuple[list[str], list[float]]:
+    """``size`` words, ``common`` first, then made-up words of one to four syllables, with cumulative Zipf weights
+    (rank ** -1.05, for ``random.choices(cum_weights=...)``): the shape of a real vocabulary, where the hundred
+    commonest words make about half the text and the long tail makes texts differ. A few hundred words drawn
+    uniformly instead make any two long texts share most of their 5-grams: every pair looks like a near-duplicate
+    candidate, which real text does not."""
+    words = list(dict.fromkeys(common))
+    made_up = sorted({"".join(rng.choice(_SYLLABLES) for _ in range(rng.choice((1, 2, 2, 3, 3, 4))))
+                      for _ in range(size * 2)} - set(words))[:size - len(words)]
+    rng.shuffle(made_up)
+    words += made_up
+    return words, list(accumulate(1 / (rank + 1) ** 1.05 for rank in range(len(words))))
+
+
+_FILLER, _FILLER_WEIGHTS = zipf_vocabulary(random.Random(20261202), common=_COMMON.split())
+FILLER_WORDS = np.array(_FILLER)
+_FILLER_CDF = np.array(_FILLER_WEIGHTS) / _FILLER_WEIGHTS[-1]
+"""Words for padding benchmark tickets to a length (``text_chars``), drawn by Zipf weight: long tickets differ
 from each other the way real free text does, instead of repeating the same few sentences."""
+
 
 SHIFTED_WORDS = ["Regarding", "the", "matter", "of", "quarterly", "synergy", "alignment", "deliverables",
                  "stakeholder", "bandwidth", "leverage", "roadmap", "paradigm", "holistic", "scalable"]
