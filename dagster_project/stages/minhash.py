@@ -32,6 +32,8 @@ _EMPTY = np.uint32(0xFFFFFFFF)
 _KEY_CHUNK = 1 << 14
 _FEW_PAIRS = 16  # fewer pairs than this: Python sets are quicker than the set-up
 _U32, _U64 = np.uint32, np.uint64
+SKETCH_BYTES = 32
+"""Bytes of a text's sketch (:func:`sketch`): one byte of each of up to 32 bins, spread over the signature."""
 
 
 def _splitmix(i: int) -> int:
@@ -272,3 +274,25 @@ def band_keys(sig: np.ndarray, b: int, r: int) -> np.ndarray:
             chunk += rows[:, :, k] * _ROW_MULT[k]
         keys[start:start + _KEY_CHUNK] = _fmix64(chunk)
     return keys
+
+
+def sketch_bins(bins: int) -> int:
+    """How many distinct bins a sketch samples (the rest of its bytes are zero, so they always agree)."""
+    return min(SKETCH_BYTES, bins)
+
+
+def sketch(sig: np.ndarray) -> np.ndarray:
+    """uint64, shape (len(sig), SKETCH_BYTES // 8): the low byte of ``sketch_bins`` evenly spread bins, packed.
+    Two texts agree on a sampled byte with probability J + (1 - J) / 256 (the bin agrees, or its low bytes do by
+    chance), so the count of agreeing bytes (:func:`sketch_agreement`) estimates their similarity for a few
+    vector operations -- before the exact check, which costs thousands."""
+    sampled = sketch_bins(sig.shape[1])
+    out = np.zeros((len(sig), SKETCH_BYTES), dtype=np.uint8)
+    out[:, :sampled] = sig[:, np.arange(sampled) * (sig.shape[1] // sampled)] & _U32(0xFF)
+    return out.view(_U64)
+
+
+def sketch_agreement(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The number of equal bytes of each row of two (p, SKETCH_BYTES // 8) sketch arrays."""
+    equal = np.ascontiguousarray(a).view(np.uint8) == np.ascontiguousarray(b).view(np.uint8)
+    return np.count_nonzero(equal.reshape(len(a), SKETCH_BYTES), axis=1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import unicodedata
 import zipfile
@@ -43,7 +44,11 @@ MAX_CHECKS = 16
 """Candidates per record checked exactly at most: those sharing the most bands (see ``_most_shared``)."""
 MIN_RECALL_AT_THRESHOLD = 0.95
 """The banding keeps the chance of missing a pair exactly at the threshold below 5% (pairs above it: far less)."""
-INDEX_FORMAT = 1
+SKETCH_MISS = 1e-4
+"""The sketch filter's chance of dropping a candidate pair exactly at the threshold (above it: far less)."""
+SKETCH_WORDS = minhash.SKETCH_BYTES // 8
+INDEX_FORMAT = 2
+_PAIRS_PER_CHUNK = 1 << 20
 _U64 = np.uint64
 _TEXTS_PER_CHUNK = 1 << 14
 _HEX_ID = re.compile("[0-9a-f]{32}").fullmatch
@@ -105,6 +110,27 @@ class NearDupParams:
         return cls(threshold, num_bins, bands, rows, strip_punctuation)
 
     @property
+    def width(self) -> int:
+        """uint64 columns of a text's keys: ``bands`` band keys, then the sketch packed in SKETCH_WORDS."""
+        return self.bands + SKETCH_WORDS
+
+    @property
+    def min_agreement(self) -> int:
+        """Sketch bytes a candidate pair must share to be checked exactly: the largest count that a pair exactly at
+        the threshold falls short of with probability at most SKETCH_MISS (each sampled byte agreeing with
+        probability >= the similarity, independently; a binomial tail, summed here rather than importing scipy
+        for one number). Chance collisions of the band keys (pairs far below the threshold that happen to share a
+        band, common in templated text) share few bytes and are dropped before the exact check."""
+        sampled, t = minhash.sketch_bins(self.num_bins), self.threshold
+        tail, need = 0.0, 0
+        for k in range(sampled + 1):
+            tail += math.comb(sampled, k) * t**k * (1 - t) ** (sampled - k)  # P(agreement <= k)
+            if tail > SKETCH_MISS:
+                break
+            need = k + 1
+        return need + minhash.SKETCH_BYTES - sampled
+
+    @property
     def scheme(self) -> tuple[int, int, int, bool]:
         """What band keys depend on: an index is only comparable with texts keyed the same way."""
         return self.num_bins, self.bands, self.rows, self.strip_punctuation
@@ -121,11 +147,13 @@ def band_keys(sig: np.ndarray, params: NearDupParams) -> np.ndarray:
 
 
 def text_keys(texts: Sequence[str], params: NearDupParams) -> np.ndarray:
-    """``band_keys(signatures(texts))`` without holding every signature (512 bytes a text): a chunk at a time."""
-    keys = np.empty((len(texts), params.bands), dtype=_U64)
+    """uint64, shape (len(texts), params.width): each text's band keys, then its sketch (:func:`minhash.sketch`),
+    computed a chunk at a time without holding every signature (512 bytes a text)."""
+    keys = np.empty((len(texts), params.width), dtype=_U64)
     for start in range(0, len(texts), _TEXTS_PER_CHUNK):
-        keys[start:start + _TEXTS_PER_CHUNK] = band_keys(signatures(texts[start:start + _TEXTS_PER_CHUNK], params),
-                                                         params)
+        sig = signatures(texts[start:start + _TEXTS_PER_CHUNK], params)
+        keys[start:start + len(sig), :params.bands] = band_keys(sig, params)
+        keys[start:start + len(sig), params.bands:] = minhash.sketch(sig)
     return keys
 
 
@@ -150,12 +178,13 @@ def _id_strings(stored: np.ndarray) -> list[str]:
 
 @dataclass(frozen=True, eq=False)
 class SignatureIndex:
-    """The band keys of published records, by record id: what a new batch is compared with."""
+    """The keys (band keys and sketch, :func:`text_keys`) of published records, by record id: what a new batch is
+    compared with."""
 
     record_ids: np.ndarray
     """16-byte ids (``S16``) when all ids are Trainyard's 32-hex ids, else a str array."""
     keys: np.ndarray
-    """uint64, shape (len, params.bands)."""
+    """uint64, shape (len, params.width)."""
     params: NearDupParams
 
     @classmethod
@@ -164,13 +193,13 @@ class SignatureIndex:
         if len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
         keys = text_keys(texts, params) if keys is None else keys
-        if keys.shape != (len(ids), params.bands) or keys.dtype != _U64:
-            raise ValueError(f"keys {keys.shape} {keys.dtype} for {len(ids)} ids and {params.bands} bands")
+        if keys.shape != (len(ids), params.width) or keys.dtype != _U64:
+            raise ValueError(f"keys {keys.shape} {keys.dtype} for {len(ids)} ids and {params.width} columns")
         return cls(_hex_ids(list(ids)), keys, params)
 
     @classmethod
     def empty(cls, params: NearDupParams) -> SignatureIndex:
-        return cls(_hex_ids([]), np.empty((0, params.bands), dtype=_U64), params)
+        return cls(_hex_ids([]), np.empty((0, params.width), dtype=_U64), params)
 
     def __len__(self) -> int:
         return len(self.record_ids)
@@ -225,7 +254,7 @@ class SignatureIndex:
             params = NearDupParams(**meta["params"])
         except (OSError, EOFError, AttributeError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
             raise ValueError(f"not a near-duplicate index: {exc}") from exc
-        if keys.shape != (len(ids), params.bands) or keys.dtype != _U64:
+        if keys.shape != (len(ids), params.width) or keys.dtype != _U64:
             raise ValueError(f"not a near-duplicate index: keys {keys.shape} for {len(ids)} ids")
         return cls(ids if meta["ids"] == "hex16" else np.char.decode(ids, "utf-8"), keys, params)
 
@@ -250,13 +279,13 @@ def _run_pairs(key: np.ndarray, member: np.ndarray) -> tuple[np.ndarray, np.ndar
     return later, member[first + np.arange(len(later)) - np.repeat(np.cumsum(peers) - peers, peers)]
 
 
-def _candidates(prior: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(later, earlier) pairs of records sharing a band key, unique, sorted; records numbered prior first, then
-    the batch. One band at a time (a sort of the batch's keys, cache-sized), touching only keys that occur twice,
-    and published keys looked up in the sorted batch keys: no loop over records."""
+def _candidates(prior: np.ndarray, keys: np.ndarray, params: NearDupParams) -> tuple[np.ndarray, np.ndarray]:
+    """(later, earlier) pairs of records sharing a band key whose sketches agree enough, unique, sorted; records
+    numbered prior first, then the batch. One band at a time (a sort of the batch's keys, cache-sized), touching
+    only keys that occur twice, and published keys looked up in the sorted batch keys: no loop over records."""
     m, n = len(prior), len(keys)
     pairs = [np.empty(0, dtype=np.int64)]
-    for band in range(keys.shape[1]):
+    for band in range(params.bands):
         order = np.argsort(keys[:, band])
         ordered = keys[order, band]
         shared = np.zeros(n, dtype=bool)
@@ -275,7 +304,23 @@ def _candidates(prior: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.nda
         pairs.append(later[wanted] * (m + n) + earlier[wanted])
     unique, shared = np.unique(np.concatenate(pairs), return_counts=True)
     later, earlier = unique // (m + n), unique % (m + n)
-    return _most_shared(later, earlier, shared)
+    plausible = _sketches_agree(prior, keys, later, earlier, params)
+    return _most_shared(later[plausible], earlier[plausible], shared[plausible])
+
+
+def _sketches_agree(prior: np.ndarray, keys: np.ndarray, later: np.ndarray, earlier: np.ndarray,
+                    params: NearDupParams) -> np.ndarray:
+    """Whether each pair's sketches share at least ``params.min_agreement`` bytes (a chunk of pairs at a time)."""
+    m, wanted = len(prior), np.empty(len(later), dtype=bool)
+    for start in range(0, len(later), _PAIRS_PER_CHUNK):
+        mine, other = later[start:start + _PAIRS_PER_CHUNK], earlier[start:start + _PAIRS_PER_CHUNK]
+        theirs = np.empty((len(other), SKETCH_WORDS), dtype=_U64)
+        published = other < m
+        theirs[published] = prior[other[published], params.bands:]
+        theirs[~published] = keys[other[~published] - m, params.bands:]
+        agreement = minhash.sketch_agreement(keys[mine - m, params.bands:], theirs)
+        wanted[start:start + len(mine)] = agreement >= params.min_agreement
+    return wanted
 
 
 def _most_shared(later: np.ndarray, earlier: np.ndarray, shared: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -320,7 +365,7 @@ def find_near_duplicates(ids: Sequence[str], texts: Sequence[str], params: NearD
     if not ids:
         return []
     keys = text_keys(texts, params) if keys is None else keys
-    later, earlier = _candidates(prior.keys, keys)
+    later, earlier = _candidates(prior.keys, keys, params)
     if not later.size:
         return []
     m = len(prior)

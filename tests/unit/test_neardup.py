@@ -228,7 +228,10 @@ def test_a_signature_depends_on_its_text_alone(monkeypatch: pytest.MonkeyPatch) 
     assert np.array_equal(whole, alone) and np.array_equal(whole, chunked)
     assert np.array_equal(shuffled, whole[order])
     assert np.array_equal(band_keys(whole, PARAMS), band_keys(alone, PARAMS))
-    assert np.array_equal(text_keys(texts, PARAMS), band_keys(whole, PARAMS))
+    keys = text_keys(texts, PARAMS)
+    assert keys.shape == (len(texts), PARAMS.width)
+    assert np.array_equal(keys[:, :PARAMS.bands], band_keys(whole, PARAMS))
+    assert np.array_equal(keys[:, PARAMS.bands:], minhash.sketch(whole))
     assert (whole != 0xFFFFFFFF).all()  # every bin filled (densified)
     assert not np.array_equal(whole[-2], whole[-3])  # "👍" and "" differ
 
@@ -268,3 +271,29 @@ def test_the_cli_names_the_file_line_and_field_of_a_bad_record(tmp_path, capsys)
     path.write_text('{"id": 1, "text": "hello there"}\n{"id": 1, "text": "again"}\n')
     assert main(["near-dups", str(path), "--text-field", "text", "--id-field", "id"]) == 2
     assert "line 2: id '1' (field 'id') repeats line 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("threshold", "bins"), [(0.8, 128), (0.5, 128), (0.95, 64), (0.8, 16)])
+def test_the_sketch_bar_is_the_binomial_tail_at_the_threshold(threshold: float, bins: int) -> None:
+    from scipy.stats import binom
+
+    params = NearDupParams.for_threshold(threshold, num_bins=bins)
+    sampled = min(bins, minhash.SKETCH_BYTES)
+    need = params.min_agreement - (minhash.SKETCH_BYTES - sampled)  # the unsampled bytes always agree
+    assert binom.cdf(need - 1, sampled, threshold) <= neardup.SKETCH_MISS < binom.cdf(need, sampled, threshold)
+
+
+def test_the_sketch_drops_chance_collisions_of_templated_text_and_no_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(5)
+    template = "Dear support, my card was declined at the shop and the app says error code. "
+    texts = [template + " ".join(rng.choices(WORDS[:60], k=30)) for _ in range(1500)]  # alike, not duplicates
+    texts += [typo(texts[i]) for i in range(0, 1500, 50)]
+    record_ids = ids(len(texts))
+    found = find_near_duplicates(record_ids, texts, PARAMS)
+    none = np.empty((0, PARAMS.width), dtype=np.uint64)
+    kept, _ = neardup._candidates(none, text_keys(texts, PARAMS), PARAMS)
+    monkeypatch.setattr(NearDupParams, "min_agreement", property(lambda self: 0))
+    everything, _ = neardup._candidates(none, text_keys(texts, PARAMS), PARAMS)
+    assert find_near_duplicates(record_ids, texts, PARAMS) == found
+    assert {d.record_id for d in found} == set(record_ids[1500:])
+    assert len(everything) > 20 * len(kept) and len(kept) >= 30
