@@ -17,10 +17,12 @@ counted. Results go in docs/BENCHMARKS.md with the command and the machine.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import io
 import multiprocessing
 import os
 import platform
+import pstats
 import socket
 import subprocess
 import sys
@@ -79,7 +81,7 @@ class TreePeak:
     """Peak summed RSS of this process and its descendants, except ``excluded`` ones (the services)."""
 
     def __init__(self, excluded: set[int]) -> None:
-        self.excluded, self.peak_kib = excluded, 0
+        self.excluded, self.peak_kib, self.window_kib, self.main_kib = excluded, 0, 0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -89,7 +91,15 @@ class TreePeak:
             while frontier:
                 frontier = [c for p in frontier for c in _children(p) if c not in self.excluded]
                 pids += frontier
-            self.peak_kib = max(self.peak_kib, sum(_rss_kib(p) for p in pids))
+            sizes = [_rss_kib(p) for p in pids]
+            now = sum(sizes)
+            self.peak_kib, self.window_kib = max(self.peak_kib, now), max(self.window_kib, now)
+            self.main_kib = max(self.main_kib, sizes[0])
+
+    def window(self) -> tuple[int, int]:
+        """The peaks of the tree and of this process alone since the last call (KiB); a new window starts."""
+        peak, self.window_kib, main, self.main_kib = self.window_kib, 0, self.main_kib, 0
+        return peak, main
 
     def __enter__(self) -> TreePeak:
         self._thread.start()
@@ -165,6 +175,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="processes for the streamed stages (0: one per core)")
     parser.add_argument("--all", action="store_true", help="run every stage, gate and the publish, not just raw..dedup")
     parser.add_argument("--no-reference", action="store_true", help="skip the pandas reference")
+    parser.add_argument("--profile", metavar="STAGE", help="cProfile this process (not its workers) in that stage")
     args = parser.parse_args()
 
     tenant = load_tenants(EXAMPLE_TENANTS_FILE).tenant(TENANT)
@@ -221,15 +232,21 @@ def run(args: argparse.Namespace, settings: Settings, tenant, dataset, described
     print(f"records: {described}; generated+uploaded in {prepared:.1f}s; texts >= {args.text_chars} chars")
     print(f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}, "
           f"{os.cpu_count()} cores, workers={args.workers or os.cpu_count()}")
-    print(f"{'stage / gate':<30}{'seconds':>9}{'records/s':>12}")
+    print(f"{'stage / gate':<30}{'seconds':>9}{'records/s':>12}{'peak MiB':>10}{'of which main':>15}")
     total, outcome = 0.0, None
     with TreePeak(services) as peak:
         for name, work in steps:
+            peak.window()
+            profile = cProfile.Profile() if name == args.profile else None
             started = time.perf_counter()
-            outcome = work()
+            outcome = profile.runcall(work) if profile else work()
             elapsed = time.perf_counter() - started
+            if profile:
+                pstats.Stats(profile).sort_stats("cumulative").print_stats(30)
             total += elapsed
-            print(f"{name:<30}{elapsed:>9.2f}{args.records / elapsed:>12,.0f}", flush=True)
+            tree, main = peak.window()
+            print(f"{name:<30}{elapsed:>9.2f}{args.records / elapsed:>12,.0f}{tree / 1024:>10,.0f}"
+                  f"{main / 1024:>15,.0f}", flush=True)
     print(f"{'total':<30}{total:>9.2f}{args.records / total:>12,.0f}")
     if args.all and outcome is not None and outcome.conservation:
         print(f"conservation: {outcome.conservation.describe()}")

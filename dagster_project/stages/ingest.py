@@ -36,6 +36,7 @@ from dagster_project.stages.parts import PART_ROWS, frame_bytes, map_in_order, r
 RAW_COLUMNS = [*LINEAGE_COLUMNS, "payload"]
 SUPPORTED_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 _CHUNK_BYTES = 1 << 20
+_PARQUET_ROWS = 4096
 CSV_FIELD_LIMIT = 64 << 20
 """Largest CSV cell accepted (the csv module's default of 128 KiB rejects long free-text tickets)."""
 
@@ -158,7 +159,8 @@ def _parse_csv(body: Any) -> Iterator[_Parsed]:
 
 
 def _parse_parquet(body: Any) -> Iterator[_Parsed]:
-    """Parquet needs random access: spool to a temporary file, then read one row group at a time.
+    """Parquet needs random access: spool to a temporary file, then read it a few thousand rows at a time (a
+    writer may put a whole file in one row group; as Python rows, 300k records would take gigabytes).
 
     Reading the body can fail because of the network: the guarded body raises :class:`SourceUnavailable` then,
     which is never taken for a corrupt file."""
@@ -171,8 +173,8 @@ def _parse_parquet(body: Any) -> Iterator[_Parsed]:
         spool.seek(0)
         parquet = pq.ParquetFile(spool)
         row = 0
-        for group in range(parquet.num_row_groups):
-            for record in parquet.read_row_group(group).to_pylist():
+        for rows in parquet.iter_batches(batch_size=_PARQUET_ROWS):
+            for record in rows.to_pylist():
                 row += 1
                 yield _text_record(row, record)
 

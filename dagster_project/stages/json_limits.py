@@ -57,10 +57,17 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+_DECODER = json.JSONDecoder(parse_int=_integer, parse_float=_number, parse_constant=_constant)
+"""One decoder for every record (``json.loads`` with hooks would build one per call)."""
+
+
 def parse_json(text: str) -> Any:
-    """The JSON value in ``text``, or :class:`JsonRejected` naming what is wrong."""
+    """The JSON value in ``text``, or :class:`JsonRejected` naming what is wrong.
+
+    ``text`` must be strictly decoded (``bytes.decode`` with the default errors), so it holds no lone surrogate
+    itself: one can only come from a ``\\u`` escape, and only then is the value encoded to find it."""
     try:
-        value = json.loads(text, parse_int=_integer, parse_float=_number, parse_constant=_constant)
+        value = _DECODER.decode(text)
     except JsonRejected:
         raise
     except json.JSONDecodeError as exc:
@@ -69,10 +76,12 @@ def parse_json(text: str) -> Any:
         raise JsonRejected(f"nested deeper than {MAX_DEPTH} levels") from exc
     except ValueError as exc:  # the interpreter's own limits
         raise JsonRejected(f"invalid JSON: {exc}") from exc
-    if _depth(value) > MAX_DEPTH:
+    # Nesting deeper than MAX_DEPTH needs more opening brackets than that (counting them is a C loop).
+    if text.count("{") + text.count("[") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
         raise JsonRejected(f"nested deeper than {MAX_DEPTH} levels")
     try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        if "\\u" in text:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise JsonRejected(f"contains an unpaired surrogate escape (\\u{ord(exc.object[exc.start]):04x}): "
                            "not valid Unicode") from exc

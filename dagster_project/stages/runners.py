@@ -209,20 +209,24 @@ def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
     keys, bands = _stream_side(batch, Stage.PII, dedup_keys_part, DedupOptions(text_field, params), workers)
     known = published_hash_index(batch)
     duplicates = exact_duplicates(keys, known)
-    drop = keys["record_id"].isin(duplicates["record_id"]).to_numpy()
+    drop = keys["record_id"].isin(duplicates["record_id"]).to_numpy(copy=True)
     paths, bounds = keys.attrs["part_paths"], keys.attrs["part_bounds"]
     against = SignatureIndex.empty(params) if params else None
     if params is not None:
         rows = np.flatnonzero(~drop)
-        texts = PartTexts(batch, paths, bounds, rows, text_field)
+        candidates = keys.iloc[rows].reset_index(drop=True)
+        bands = bands[rows]  # ~180 bytes a record: one copy at a time is held
         against = published_signatures(batch, params)
-        near = near_duplicates(keys.iloc[rows].reset_index(drop=True), texts, bands[rows], params, against,
-                               lambda ids: published_texts(batch, ids, text_field))
+        near = near_duplicates(candidates, PartTexts(batch, paths, bounds, rows, text_field), bands, params,
+                               against, lambda ids: published_texts(batch, ids, text_field))
         duplicates = pd.concat([duplicates, near], ignore_index=True) if len(near) else duplicates
-        drop = drop | keys["record_id"].isin(near["record_id"]).to_numpy()
-        kept = np.flatnonzero(~drop)
-        index = SignatureIndex.build(keys["record_id"].iloc[kept].tolist(),
-                                     PartTexts(batch, paths, bounds, kept, text_field), params, keys=bands[kept])
+        survivors = ~candidates["record_id"].isin(near["record_id"]).to_numpy()
+        drop[rows[~survivors]] = True
+        kept = rows[survivors]
+        index = SignatureIndex.build(candidates["record_id"].to_numpy()[survivors].tolist(),
+                                     PartTexts(batch, paths, bounds, kept, text_field), params,
+                                     keys=bands[survivors])
+        del bands, candidates
         batch.repo.put_bytes(batch.branch, batch.stage_file(Stage.DEDUP, SIGNATURES_FILE), index.to_bytes())
     filters = _part_tasks(batch, paths, [(keys["text_hash"].iloc[a:b].tolist(), ~drop[a:b]) for a, b in bounds])
     unique = 0
@@ -248,9 +252,10 @@ def _stream_side(batch: Batch, source: Stage, work: Callable[[PartTask], PartOut
     """The per-part side tables (and arrays) of ``work`` over every part of ``source``, concatenated;
     ``attrs["part_bounds"]`` holds each part's row range."""
     paths = batch.part_paths(source)
-    outputs = list(map_in_order(work, _part_tasks(batch, paths, [options] * len(paths)), worker_count(workers)))
-    sides = [output.side for output in outputs]
-    arrays = [output.arrays for output in outputs if output.arrays is not None]
+    sides, arrays = [], []
+    for output in map_in_order(work, _part_tasks(batch, paths, [options] * len(paths)), worker_count(workers)):
+        sides.append(output.side)
+        arrays += [output.arrays] if output.arrays is not None else []
     bounds, start = [], 0
     for side in sides:
         bounds.append((start, start + len(side)))
@@ -258,7 +263,10 @@ def _stream_side(batch: Batch, source: Stage, work: Callable[[PartTask], PartOut
     frame = pd.concat(sides, ignore_index=True)
     frame.attrs["part_bounds"] = bounds
     frame.attrs["part_paths"] = paths
-    return frame, (np.concatenate(arrays) if arrays else None)
+    sides.clear()
+    joined = np.concatenate(arrays) if arrays else None
+    arrays.clear()
+    return frame, joined
 
 
 def _part_tasks(batch: Batch, paths: list[str], options: list[Any]) -> Iterator[PartTask]:
