@@ -10,7 +10,6 @@ nothing above depends on the generated client.
 from __future__ import annotations
 
 import functools
-import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -81,6 +80,27 @@ class _PortErrors:
         return call
 
 
+class _OctetUpload:
+    """uploadObject with an ``application/octet-stream`` body, which the lakeFS API accepts beside multipart.
+
+    Why: the generated ``ObjectsApi.upload_object`` only sends multipart, read from a file *path* -- every part
+    of a batch would be spooled to local disk, read back and copied into a multipart body. This sends the bytes
+    as they are, through the same client (auth, retries, timeouts) and the same error translation."""
+
+    def __init__(self, client: lakefs_sdk.ApiClient) -> None:
+        self.api_client = client
+
+    def upload_object(self, repository: str, branch: str, path: str, data: bytes,
+                      _request_timeout: Any = None) -> lakefs_sdk.ObjectStats:
+        return self.api_client.call_api(
+            "/repositories/{repository}/branches/{branch}/objects", "POST",
+            {"repository": repository, "branch": branch}, [("path", path)],
+            {"Content-Type": "application/octet-stream", "Accept": "application/json"}, body=data,
+            response_types_map={"201": "ObjectStats"},
+            auth_settings=["basic_auth", "cookie_auth", "oidc_auth", "saml_auth", "jwt_token"],
+            _return_http_data_only=True, _request_timeout=_request_timeout)
+
+
 def _paged(fetch: Callable[[str], Any]) -> Iterator[Any]:
     """Every result of a paginated lakeFS listing; ``fetch(after)`` returns one page."""
     after = ""
@@ -119,6 +139,7 @@ class LakeFSRepository(ObjectFormats):
         self._repositories = _PortErrors(lakefs_sdk.RepositoriesApi(client), name)
         self._branches = _PortErrors(lakefs_sdk.BranchesApi(client), name)
         self._objects = _PortErrors(lakefs_sdk.ObjectsApi(client), name)
+        self._uploads = _PortErrors(_OctetUpload(client), name)
         self._commits = _PortErrors(lakefs_sdk.CommitsApi(client), name)
         self._refs = _PortErrors(lakefs_sdk.RefsApi(client), name)
         self._tags = _PortErrors(lakefs_sdk.TagsApi(client), name)
@@ -161,11 +182,7 @@ class LakeFSRepository(ObjectFormats):
 
     # -- objects -----------------------------------------------------------------------------------------
     def put_bytes(self, branch: str, path: str, data: bytes) -> None:
-        # The generated SDK's multipart upload takes a file *path* (it opens and reads it), so spool to disk.
-        with tempfile.NamedTemporaryFile(prefix="trainyard-upload-") as spool:
-            spool.write(data)
-            spool.flush()
-            self._objects.upload_object(self.name, branch, path, content=spool.name)
+        self._uploads.upload_object(self.name, branch, path, data)
 
     def get_bytes(self, ref: str, path: str) -> bytes | None:
         try:

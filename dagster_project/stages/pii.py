@@ -250,8 +250,44 @@ def _checked(
                 break
 
 
+_DIGIT_RUN = re.compile(r"\d+")  # Unicode digits, as the matcher's and _is_phone's
+_EXTENSION_GAP = re.compile(r"[ \t,\u00a0-]*[^\d\s]{0,10}[ \t,\u00a0-]*")
+_SHORT_GAP = 4
+
+
+def _phone_shaped(text: str) -> bool:
+    """Whether ``text`` could hold a number :func:`_phones` reports: a superset, and cheap (one pass over the digit
+    runs) next to libphonenumber's matcher, which would otherwise parse every "ref 051182". A reported number
+    starts with ``+`` and holds >= 9 digits, or with ``0`` and holds >= 10 (:func:`_is_phone`); the matcher puts
+    at most 4 punctuation characters between digit blocks, except once, before an extension (``ext. 12``,
+    ``#12``, ``,,12``: blanks, a word of at most 10 characters, blanks)."""
+    runs = [(m.start(), m.end()) for m in _DIGIT_RUN.finditer(text)]
+    short = [0] * (len(runs) + 1)  # digits from run i on, through short gaps only
+    one = [0] * (len(runs) + 1)  # ... through short gaps and at most one extension gap
+    after = [0] * len(runs)  # the most digits that can follow run i's last digit
+    for i in range(len(runs) - 1, -1, -1):
+        start, end = runs[i]
+        if i + 1 < len(runs):
+            gap = text[end:runs[i + 1][0]]
+            if len(gap) <= _SHORT_GAP:
+                after[i] = one[i + 1]
+                short[i] = end - start + short[i + 1]
+            elif _EXTENSION_GAP.fullmatch(gap):
+                after[i] = short[i + 1]
+        short[i] = short[i] or end - start
+        one[i] = end - start + after[i]
+    for i, (start, end) in enumerate(runs):
+        plus = text.rfind("+", max(0, start - 11), start)
+        if plus >= 0 and not _DIGIT_RUN.search(text, plus, start) and one[i] >= 9:
+            return True
+        zero = text.find("0", start, end)
+        if zero >= 0 and end - zero + after[i] >= 10:
+            return True
+    return False
+
+
 def _phones(text: str, regions: Iterable[str]) -> Iterator[PiiMatch]:
-    if not _PHONE_HINT.search(text):
+    if not _PHONE_HINT.search(text) or not _phone_shaped(text):
         return
     for region in regions:
         for found in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):

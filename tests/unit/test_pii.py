@@ -294,3 +294,34 @@ def test_candidate_kinds_select_only_what_might_match() -> None:
                              "card 4111 1111 1111 1111 please", "call +44 20 7946 0958"])
     assert kinds[0] == frozenset() and kinds[2] == frozenset()
     assert "email" in kinds[1] and "card" in kinds[3] and "phone" in kinds[4]
+
+
+def test_every_phone_number_the_matcher_reports_passes_the_prefilter_and_the_shape_check(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The RE2 hint and ``_phone_shaped`` are supersets of what the phone detector reports, by construction; this
+    fuzzes them with phone-shaped strings: leads, digit blocks, the separators the matcher accepts, extensions."""
+    import random
+
+    from dagster_project.stages import pii
+
+    rng = random.Random(2026)
+    separators = [" ", "-", ".", "/", " - ", "  ", "(", ")", " (", ") ", "\u00a0", "\u2010", "~", ""]
+    extensions = [" ext. ", " ext ", " x", "#", ",,", ";ext=", " extension ", "   ext:  ", " доб "]
+    leads = ["+", "+ ", "+(", "(+", "0", "00", "(0", "+ (", "0 ", ""]
+    digits = "0123456789٠١٢٣٤٥٦٧٨٩"
+    texts = []
+    for _ in range(6000):
+        blocks = [
+            "".join(rng.choice(digits[:10] if rng.random() < 0.9 else digits) for _ in range(rng.randint(1, 5)))
+            for _ in range(rng.randint(1, 5))]
+        number = rng.choice(leads) + "".join(b + rng.choice(separators) for b in blocks)
+        if rng.random() < 0.3:
+            number += rng.choice(extensions) + "".join(rng.choice(digits[:10]) for _ in range(rng.randint(1, 6)))
+        texts.append(rng.choice(["Call ", "ref ", "", "tel:", "on "]) + number + rng.choice(["", ".", " today", "x"]))
+    shaped = [pii._phone_shaped(t) for t in texts]
+    monkeypatch.setattr(pii, "_phone_shaped", lambda text: True)
+    phones = [i for i, t in enumerate(texts) if any(m.kind == "phone" for m in detect_pii(t, kinds=["phone"]))]
+    assert len(phones) > 300  # the fuzz does reach the matcher
+    assert all("phone" in kinds for kinds in candidate_kinds([texts[i] for i in phones]))
+    assert all(shaped[i] for i in phones)
+    assert sum(shaped) < len(texts) - 1000  # and the shape check does spare the matcher
