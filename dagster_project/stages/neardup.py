@@ -377,10 +377,12 @@ def find_near_duplicates(ids: Sequence[str], texts: Sequence[str], params: NearD
         fetched = against_texts if isinstance(against_texts, Mapping) else against_texts(published_ids)
     published = {i: (pid, fetched[pid]) for i, pid in zip(published_at.tolist(), published_ids, strict=True)
                  if pid in fetched}
-    return _greedy(later, earlier, m, ids, texts, published, params)
+    involved = np.unique(np.concatenate([later, earlier[earlier >= m]])).tolist()
+    candidates = {i: texts[i - m] for i in involved}  # once each, in input order (a lazy sequence reads in order)
+    return _greedy(later, earlier, m, ids, candidates, published, params)
 
 
-def _greedy(later: np.ndarray, earlier: np.ndarray, m: int, ids: Sequence[str], texts: Sequence[str],
+def _greedy(later: np.ndarray, earlier: np.ndarray, m: int, ids: Sequence[str], texts: Mapping[int, str],
             published: dict[int, tuple[str, str]], params: NearDupParams) -> list[NearDuplicate]:
     """The exact checks of the candidate pairs, in input order, a block of records at a time. All of a block's
     checks (at most MAX_CHECKS a record, less those whose other record is already known to be a duplicate) are
@@ -390,7 +392,7 @@ def _greedy(later: np.ndarray, earlier: np.ndarray, m: int, ids: Sequence[str], 
     result: list[NearDuplicate] = []
 
     def text(i: int) -> str:
-        return texts[i - m] if i >= m else published[i][1]
+        return texts[i] if i >= m else published[i][1]
 
     firsts = np.flatnonzero(np.concatenate(([True], later[1:] != later[:-1]))).tolist() + [len(later)]
     for block in range(0, len(firsts) - 1, RECORDS_PER_BLOCK):

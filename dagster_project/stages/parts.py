@@ -22,6 +22,7 @@ workers and importing the stages in them costs about a second a pass, five passe
 
 from __future__ import annotations
 
+import ctypes
 import io
 import multiprocessing
 import os
@@ -119,16 +120,16 @@ def map_in_order(work: Callable[[Task], Result], tasks: Iterable[Task], workers:
     limit = in_flight or 2 * workers
     pending: deque[Future[Result]] = deque()
     try:
-        pending.append(pool.submit(work, ahead))
+        pending.append(pool.submit(_worked, work, ahead))
         for task in iterator:
-            pending.append(pool.submit(work, task))
+            pending.append(pool.submit(_worked, work, task))
             if len(pending) >= limit:
                 break
         yield work(here)  # the pool's processes start meanwhile
         while pending:
             result = pending.popleft().result()
             for task in iterator:
-                pending.append(pool.submit(work, task))
+                pending.append(pool.submit(_worked, work, task))
                 if len(pending) >= limit:
                     break
             yield result
@@ -140,6 +141,32 @@ def map_in_order(work: Callable[[Task], Result], tasks: Iterable[Task], workers:
             future.cancel()
 
 
+def _worked(work: Callable[[Task], Result], task: Task) -> Result:
+    """``work(task)`` in a worker, which then hands the memory the task freed back to the system: a kept worker
+    would otherwise stay at its largest part's peak while the calling process works alone (dedup's decisions)."""
+    result = work(task)
+    release_memory()
+    return result
+
+
+def release_memory() -> None:
+    """Return freed heap to the operating system: Arrow's allocator keeps freed blocks for reuse, and glibc's
+    malloc keeps the top of its arenas unless asked (``malloc_trim``, through ctypes: Python has no wrapper)."""
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 -- glibc only (not musl, not macOS)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
 _POOL: dict[str, Any] = {}
 """This process's pool: ``executor``, ``workers`` and ``pid`` (a forked child starts its own)."""
 

@@ -2,9 +2,10 @@
 
 Why a module of its own: the near-duplicate decision sees every record of the batch, but must not hold every text.
 :class:`PartTexts` reads a text only when the exact Jaccard check of a candidate pair needs it, from the part it is
-in (keeping the last few parts' text columns), and :func:`published_texts` reads published texts only for the
-candidates found among published records. The band keys of everything published come from the small per-batch
-signature indexes on ``main`` (:func:`published_signatures`), so a new batch never recomputes an old signature.
+in (the near-duplicate engine asks for them in row order, so each part is read once), and
+:func:`published_texts` reads published texts only for the candidates found among published records. The band keys
+of everything published come from the small per-batch signature indexes on ``main`` (:func:`published_signatures`),
+so a new batch never recomputes an old signature.
 """
 
 from __future__ import annotations
@@ -24,15 +25,14 @@ from dagster_project.stages.neardup import NearDupParams, SignatureIndex
 class PartTexts(Sequence[str]):
     """The texts of the rows ``rows`` (global row numbers across ``paths``' parts), read lazily by position.
 
-    A part's text column is read the first time one of its texts is needed and kept as an Arrow array (about a
-    byte per character, not a Python string per text): the exact checks of a block of candidates touch texts
-    all over the batch, and reading a part again per block would cost far more than keeping it."""
+    The text column of the part last read is kept (as an Arrow array): the near-duplicate engine reads the texts
+    of its candidates once, in row order, so each part is read once and only one is held at a time."""
 
     def __init__(self, batch: Batch, paths: list[str], bounds: list[tuple[int, int]], rows: np.ndarray,
                  text_field: str) -> None:
         self._batch, self._paths, self._rows, self._field = batch, paths, rows, text_field
         self._starts = np.array([start for start, _ in bounds], dtype=np.int64)
-        self._parts: dict[int, pa.Array] = {}
+        self._part: tuple[int, pa.Array] | None = None
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -46,10 +46,10 @@ class PartTexts(Sequence[str]):
         return value if isinstance(value, str) else ""
 
     def _texts(self, part: int) -> pa.Array:
-        if part not in self._parts:
+        if self._part is None or self._part[0] != part:
             table = pq.read_table(pa.BufferReader(self._batch.get_part(self._paths[part])), columns=[self._field])
-            self._parts[part] = table.column(0).combine_chunks()
-        return self._parts[part]
+            self._part = (part, table.column(0).combine_chunks())
+        return self._part[1]
 
 
 def published_signatures(batch: Batch, params: NearDupParams) -> SignatureIndex:

@@ -56,6 +56,7 @@ from dagster_project.stages.parts import (
     parquet_rows,
     part_index,
     read_frame,
+    release_memory,
     worker_count,
 )
 from dagster_project.stages.pii import PiiOptions, empty_findings, pii_part
@@ -156,6 +157,7 @@ def _stream(batch: Batch, source: Stage, target: Stage, work: Callable[[PartTask
             gathered.side += [output.side] if output.side is not None else []
             for name, value in output.counts.items():
                 gathered.counts[name] = gathered.counts.get(name, 0) + value
+    release_memory()
     return gathered
 
 
@@ -227,6 +229,7 @@ def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
                                      PartTexts(batch, paths, bounds, kept, text_field), params,
                                      keys=bands[survivors])
         del bands, candidates
+        release_memory()
         batch.repo.put_bytes(batch.branch, batch.stage_file(Stage.DEDUP, SIGNATURES_FILE), index.to_bytes())
     filters = _part_tasks(batch, paths, [(keys["text_hash"].iloc[a:b].tolist(), ~drop[a:b]) for a, b in bounds])
     unique = 0
@@ -266,6 +269,7 @@ def _stream_side(batch: Batch, source: Stage, work: Callable[[PartTask], PartOut
     sides.clear()
     joined = np.concatenate(arrays) if arrays else None
     arrays.clear()
+    release_memory()
     return frame, joined
 
 
