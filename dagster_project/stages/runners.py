@@ -217,7 +217,7 @@ def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
     if params is not None:
         rows = np.flatnonzero(~drop)
         candidates = keys.iloc[rows].reset_index(drop=True)
-        bands = bands[rows]  # ~180 bytes a record: one copy at a time is held
+        bands = _compact(bands, rows)  # ~180 bytes a record: never two copies
         against = published_signatures(batch, params)
         near = near_duplicates(candidates, PartTexts(batch, paths, bounds, rows, text_field), bands, params,
                                against, lambda ids: published_texts(batch, ids, text_field))
@@ -227,7 +227,7 @@ def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
         kept = rows[survivors]
         index = SignatureIndex.build(candidates["record_id"].to_numpy()[survivors].tolist(),
                                      PartTexts(batch, paths, bounds, kept, text_field), params,
-                                     keys=bands[survivors])
+                                     keys=_compact(bands, np.flatnonzero(survivors)))
         del bands, candidates
         release_memory()
         batch.repo.put_bytes(batch.branch, batch.stage_file(Stage.DEDUP, SIGNATURES_FILE), index.to_bytes())
@@ -248,6 +248,16 @@ def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
     commit_id = batch.commit(Stage.DEDUP, f"remove {what} (batch and main)", counts)
     reject_if_empty(batch, unique, "deduplication")
     return StageReport(Stage.DEDUP, unique, commit_id, counts)
+
+
+def _compact(rows_of: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``rows_of[keep]`` for ascending ``keep``, written over the front of ``rows_of`` a chunk at a time (each
+    chunk's sources are at or after its destination, so nothing is overwritten before it is read): the band keys
+    of a million records are 180 MB, and a copy would hold them twice."""
+    for start in range(0, len(keep), 1 << 16):
+        chunk = keep[start:start + (1 << 16)]
+        rows_of[start:start + len(chunk)] = rows_of[chunk]
+    return rows_of[:len(keep)]
 
 
 def _stream_side(batch: Batch, source: Stage, work: Callable[[PartTask], PartOutput], options: Any,

@@ -12,6 +12,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 
 from dagster_project import layout
@@ -82,3 +83,14 @@ def test_a_near_copy_of_a_published_record_is_removed_as_its_duplicate(pipeline,
     assert near["record_id"].iloc[0] not in set(batch.read(Stage.DEDUP)["record_id"])
     assert second.published is not None and second.published.status == "published", second.blocked_by
     assert second.published.conservation is not None and second.published.conservation.balanced
+
+
+def test_band_keys_are_compacted_in_place_exactly_as_a_copy_would_select_them() -> None:
+    from dagster_project.stages.runners import _compact
+
+    rng = np.random.default_rng(3)
+    for n, share in [(0, 0.5), (10, 1.0), (200_000, 0.93), (200_000, 0.01)]:
+        keys = rng.integers(0, 2**63, size=(n, 5), dtype=np.uint64)
+        keep = np.flatnonzero(rng.random(n) < share)
+        expected = keys[keep].copy()
+        assert np.array_equal(_compact(keys, keep), expected)
