@@ -76,15 +76,16 @@ def exact_duplicates(keys: pd.DataFrame, published_index: pd.DataFrame) -> pd.Da
     _, first, inverse = np.unique(digests, return_index=True, return_inverse=True)
     first_of = first[inverse.ravel()]
     batch_dupes = ~main_dupes & (first_of != np.arange(len(digests)))
-    ids = keys["record_id"].to_numpy()
 
     def rows(mask: np.ndarray, duplicate_of: np.ndarray, scope: str) -> pd.DataFrame:
-        return pd.DataFrame({"record_id": ids[mask], "batch_id": keys["batch_id"].to_numpy()[mask],
-                             "duplicate_of": duplicate_of, "text_hash": keys["text_hash"].to_numpy()[mask],
+        picked = keys.loc[mask]  # only the duplicates' ids become Python objects, not the batch's
+        return pd.DataFrame({"record_id": picked["record_id"].to_numpy(), "batch_id": picked["batch_id"].to_numpy(),
+                             "duplicate_of": duplicate_of, "text_hash": picked["text_hash"].to_numpy(),
                              "scope": scope, "similarity": 1.0})
 
     on_main = known["record_id"].to_numpy()[order][at[main_dupes]] if main_dupes.any() else np.array([], object)
-    found = pd.concat([rows(main_dupes, on_main, "main"), rows(batch_dupes, ids[first_of[batch_dupes]], "batch")],
+    first_ids = keys["record_id"].iloc[first_of[batch_dupes]].to_numpy()
+    found = pd.concat([rows(main_dupes, on_main, "main"), rows(batch_dupes, first_ids, "batch")],
                       ignore_index=True)[DUPLICATE_COLUMNS]
     return duplicates_frame(found)
 
@@ -109,13 +110,11 @@ def near_duplicates(keys: pd.DataFrame, texts: Sequence[str], band_keys, params:
     found = find_near_duplicates(keys["record_id"].tolist(), texts, params, against, against_texts, keys=band_keys)
     if not found:
         return duplicates_frame(pd.DataFrame(columns=DUPLICATE_COLUMNS))
-    in_batch = set(keys["record_id"])
-    position = pd.Series(np.arange(len(keys)), index=keys["record_id"])
-    rows = position[[f.record_id for f in found]].to_numpy()
+    rows = np.array([f.position for f in found])
     return duplicates_frame(pd.DataFrame({
-        "record_id": [f.record_id for f in found], "batch_id": keys["batch_id"].to_numpy()[rows],
-        "duplicate_of": [f.duplicate_of for f in found], "text_hash": keys["text_hash"].to_numpy()[rows],
-        "scope": ["batch" if f.duplicate_of in in_batch else "main" for f in found],
+        "record_id": [f.record_id for f in found], "batch_id": keys["batch_id"].iloc[rows].to_numpy(),
+        "duplicate_of": [f.duplicate_of for f in found], "text_hash": keys["text_hash"].iloc[rows].to_numpy(),
+        "scope": ["main" if f.published else "batch" for f in found],
         "similarity": [f.similarity for f in found]}))
 
 

@@ -116,11 +116,9 @@ class NearDupParams:
 
     @property
     def min_agreement(self) -> int:
-        """Sketch bytes a candidate pair must share to be checked exactly: the largest count that a pair exactly at
-        the threshold falls short of with probability at most SKETCH_MISS (each sampled byte agreeing with
-        probability >= the similarity, independently; a binomial tail, summed here rather than importing scipy
-        for one number). Chance collisions of the band keys (pairs far below the threshold that happen to share a
-        band, common in templated text) share few bytes and are dropped before the exact check."""
+        """Sketch bytes a candidate pair must share to be checked exactly: the most that a pair at the threshold
+        falls short of with probability <= SKETCH_MISS (a binomial tail, summed here rather than importing scipy
+        for one number). Chance band collisions (common in templated text) share few and skip the exact check."""
         sampled, t = minhash.sketch_bins(self.num_bins), self.threshold
         tail, need = 0.0, 0
         for k in range(sampled + 1):
@@ -265,6 +263,8 @@ class NearDuplicate:
     duplicate_of: str
     similarity: float
     """The exact Jaccard similarity of the two texts' 5-gram sets."""
+    position: int = 0  # the record's position in the input
+    published: bool = False  # whether duplicate_of is a published record (from ``against``), not one of the input
 
 
 def _run_pairs(key: np.ndarray, member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -412,6 +412,6 @@ def _greedy(later: np.ndarray, earlier: np.ndarray, m: int, ids: Sequence[str], 
                 score = similarity[record, other]
                 if score >= params.threshold:
                     duplicate.add(record)
-                    result.append(NearDuplicate(ids[record - m], other_id, score))
+                    result.append(NearDuplicate(ids[record - m], other_id, score, record - m, other < m))
                     break
     return result

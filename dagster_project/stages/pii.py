@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pandas as pd
-import phonenumbers
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
 from stdnum.de import idnr
@@ -47,6 +46,7 @@ from stdnum.de import idnr
 from dagster_project.layout import Stage
 from dagster_project.records import quarantine_rows
 from dagster_project.stages.parts import PartOutput, PartTask, frame_bytes, read_frame
+from dagster_project.stages.phones import phone_spans
 
 KINDS: tuple[str, ...] = ("email", "phone", "iban", "card", "uk_nino", "de_tax_id", "ipv4", "ipv6")
 """Every kind :func:`detect_pii` reports, in the order used for counts."""
@@ -101,8 +101,6 @@ _UK_NINO = re.compile(
 _DE_TAX_ID = re.compile(r"(?<![\d.,/-])[1-9]\d(?: ?\d{3}){3}(?![\d]|[ .,/-]\d)")
 _IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?(?![\w:]|\.\d)")
-_PHONE_HINT = re.compile(r"(?:\+|\b0)\d")
-_DATE_LIKE = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}")
 
 
 # ---------------------------------------------------------------------------------------------- prefilter
@@ -122,7 +120,7 @@ CANDIDATE_PATTERNS: dict[str, str] = {
     "de_tax_id": rf"[1-9]{_D} ?{_D}{{3}} ?{_D}{{3}} ?{_D}{{3}}",
     "ipv4": rf"{_D}\.{_D}{{1,3}}\.{_D}{{1,3}}\.{_D}",
     "ipv6": r":[0-9A-Fa-f]{0,4}:",
-    "phone": rf"\+{_D}|\b0{_D}",  # the detector's own hint (_PHONE_HINT)
+    "phone": rf"\+{_D}|\b0{_D}",  # the detector's own hint (phones.PHONE_HINT)
 }
 _ANY_CANDIDATE = "|".join(f"(?:{p})" for p in CANDIDATE_PATTERNS.values())
 
@@ -208,25 +206,6 @@ def _is_ip(candidate: str, version: int) -> bool:
     return address.version == version
 
 
-def _is_phone(raw: str) -> bool:
-    """The shape rules that keep numbers which merely *could* be dialled (dates, refs, amounts) out."""
-    lead = raw.lstrip("(")
-    digits = re.sub(r"\D", "", raw)
-    if lead.startswith("+"):
-        enough = len(digits) >= 9
-    elif lead.startswith("00"):
-        enough = len(digits) > 2 and digits[2] != "0" and len(digits) - 2 >= 9
-    elif lead.startswith("0"):
-        enough = len(digits) >= 10 and digits[1] != "0"
-    else:
-        return False
-    if not enough or _DATE_LIKE.search(raw):
-        return False
-    separators = set(re.sub(r"[\d+()]", "", raw))
-    # Dots as separators ("030.1234567") only on their own: "01.02.2024 10" is a date and an hour.
-    return not ("." in separators and len(separators) > 1)
-
-
 # ---------------------------------------------------------------------------------------------- detection
 
 
@@ -250,49 +229,9 @@ def _checked(
                 break
 
 
-_DIGIT_RUN = re.compile(r"\d+")  # Unicode digits, as the matcher's and _is_phone's
-_EXTENSION_GAP = re.compile(r"[ \t,\u00a0-]*[^\d\s]{0,10}[ \t,\u00a0-]*")
-_SHORT_GAP = 4
-
-
-def _phone_shaped(text: str) -> bool:
-    """Whether ``text`` could hold a number :func:`_phones` reports: a superset, and cheap (one pass over the digit
-    runs) next to libphonenumber's matcher, which would otherwise parse every "ref 051182". A reported number
-    starts with ``+`` and holds >= 9 digits, or with ``0`` and holds >= 10 (:func:`_is_phone`); the matcher puts
-    at most 4 punctuation characters between digit blocks, except once, before an extension (``ext. 12``,
-    ``#12``, ``,,12``: blanks, a word of at most 10 characters, blanks)."""
-    runs = [(m.start(), m.end()) for m in _DIGIT_RUN.finditer(text)]
-    short = [0] * (len(runs) + 1)  # digits from run i on, through short gaps only
-    one = [0] * (len(runs) + 1)  # ... through short gaps and at most one extension gap
-    after = [0] * len(runs)  # the most digits that can follow run i's last digit
-    for i in range(len(runs) - 1, -1, -1):
-        start, end = runs[i]
-        if i + 1 < len(runs):
-            gap = text[end:runs[i + 1][0]]
-            if len(gap) <= _SHORT_GAP:
-                after[i] = one[i + 1]
-                short[i] = end - start + short[i + 1]
-            elif _EXTENSION_GAP.fullmatch(gap):
-                after[i] = short[i + 1]
-        short[i] = short[i] or end - start
-        one[i] = end - start + after[i]
-    for i, (start, end) in enumerate(runs):
-        plus = text.rfind("+", max(0, start - 11), start)
-        if plus >= 0 and not _DIGIT_RUN.search(text, plus, start) and one[i] >= 9:
-            return True
-        zero = text.find("0", start, end)
-        if zero >= 0 and end - zero + after[i] >= 10:
-            return True
-    return False
-
-
 def _phones(text: str, regions: Iterable[str]) -> Iterator[PiiMatch]:
-    if not _PHONE_HINT.search(text) or not _phone_shaped(text):
-        return
-    for region in regions:
-        for found in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.POSSIBLE):
-            if _is_phone(found.raw_string):
-                yield PiiMatch("phone", found.start, found.end, found.raw_string)
+    for start, end, raw in phone_spans(text, regions):
+        yield PiiMatch("phone", start, end, raw)
 
 
 def _emails(text: str) -> Iterator[PiiMatch]:

@@ -265,10 +265,19 @@ def _stream_side(batch: Batch, source: Stage, work: Callable[[PartTask], PartOut
     """The per-part side tables (and arrays) of ``work`` over every part of ``source``, concatenated;
     ``attrs["part_bounds"]`` holds each part's row range."""
     paths = batch.part_paths(source)
-    sides, arrays = [], []
+    sides: list[pd.DataFrame] = []
+    joined: np.ndarray | None = None  # filled in place: a list of per-part arrays concatenated would be two copies
+    at = 0
     for output in map_in_order(work, _part_tasks(batch, paths, [options] * len(paths)), worker_count(workers)):
         sides.append(output.side)
-        arrays += [output.arrays] if output.arrays is not None else []
+        if output.arrays is not None:
+            if joined is None:  # room for every part at the configured size; pages never written cost no memory
+                joined = np.empty((len(paths) * max(PART_ROWS, len(output.arrays)), *output.arrays.shape[1:]),
+                                  dtype=output.arrays.dtype)
+            if at + len(output.arrays) > len(joined):
+                joined = np.concatenate([joined[:at], np.empty_like(joined)])
+            joined[at:at + len(output.arrays)] = output.arrays
+        at += len(output.side)
     bounds, start = [], 0
     for side in sides:
         bounds.append((start, start + len(side)))
@@ -277,10 +286,8 @@ def _stream_side(batch: Batch, source: Stage, work: Callable[[PartTask], PartOut
     frame.attrs["part_bounds"] = bounds
     frame.attrs["part_paths"] = paths
     sides.clear()
-    joined = np.concatenate(arrays) if arrays else None
-    arrays.clear()
     release_memory()
-    return frame, joined
+    return frame, (joined[:len(frame)] if joined is not None else None)
 
 
 def _part_tasks(batch: Batch, paths: list[str], options: list[Any]) -> Iterator[PartTask]:

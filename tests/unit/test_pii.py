@@ -298,11 +298,11 @@ def test_candidate_kinds_select_only_what_might_match() -> None:
 
 def test_every_phone_number_the_matcher_reports_passes_the_prefilter_and_the_shape_check(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The RE2 hint and ``_phone_shaped`` are supersets of what the phone detector reports, by construction; this
+    """The RE2 hint and ``phone_shaped`` are supersets of what the phone detector reports, by construction; this
     fuzzes them with phone-shaped strings: leads, digit blocks, the separators the matcher accepts, extensions."""
     import random
 
-    from dagster_project.stages import pii
+    from dagster_project.stages import phones
 
     rng = random.Random(2026)
     separators = [" ", "-", ".", "/", " - ", "  ", "(", ")", " (", ") ", "\u00a0", "\u2010", "~", ""]
@@ -318,8 +318,8 @@ def test_every_phone_number_the_matcher_reports_passes_the_prefilter_and_the_sha
         if rng.random() < 0.3:
             number += rng.choice(extensions) + "".join(rng.choice(digits[:10]) for _ in range(rng.randint(1, 6)))
         texts.append(rng.choice(["Call ", "ref ", "", "tel:", "on "]) + number + rng.choice(["", ".", " today", "x"]))
-    shaped = [pii._phone_shaped(t) for t in texts]
-    monkeypatch.setattr(pii, "_phone_shaped", lambda text: True)
+    shaped = [phones.phone_shaped(t) for t in texts]
+    monkeypatch.setattr(phones, "phone_shaped", lambda text: True)
     phones = [i for i, t in enumerate(texts) if any(m.kind == "phone" for m in detect_pii(t, kinds=["phone"]))]
     assert len(phones) > 300  # the fuzz does reach the matcher
     assert all("phone" in kinds for kinds in candidate_kinds([texts[i] for i in phones]))
