@@ -107,7 +107,7 @@ def near_duplicates(keys: pd.DataFrame, texts: Sequence[str], band_keys, params:
                     against_texts: Callable[[list[str]], Mapping[str, str]]) -> pd.DataFrame:
     """Near-duplicates among records that are not exact duplicates (``keys`` as for :func:`exact_duplicates`,
     their ``texts`` and band keys), against each other and against the published records in ``against``."""
-    found = find_near_duplicates(keys["record_id"].tolist(), texts, params, against, against_texts, keys=band_keys)
+    found = find_near_duplicates(keys["record_id"].array, texts, params, against, against_texts, keys=band_keys)
     if not found:
         return duplicates_frame(pd.DataFrame(columns=DUPLICATE_COLUMNS))
     rows = np.array([f.position for f in found])

@@ -48,7 +48,7 @@ SKETCH_MISS = 1e-4
 """The sketch filter's chance of dropping a candidate pair exactly at the threshold (above it: far less)."""
 SKETCH_WORDS = minhash.SKETCH_BYTES // 8
 INDEX_FORMAT = 2
-_PAIRS_PER_CHUNK = 1 << 20
+_PAIRS_PER_CHUNK = 1 << 18
 _U64 = np.uint64
 _TEXTS_PER_CHUNK = 1 << 14
 _HEX_ID = re.compile("[0-9a-f]{32}").fullmatch
@@ -193,7 +193,7 @@ class SignatureIndex:
         keys = text_keys(texts, params) if keys is None else keys
         if keys.shape != (len(ids), params.width) or keys.dtype != _U64:
             raise ValueError(f"keys {keys.shape} {keys.dtype} for {len(ids)} ids and {params.width} columns")
-        return cls(_hex_ids(list(ids)), keys, params)
+        return cls(_hex_ids(ids), keys, params)
 
     @classmethod
     def empty(cls, params: NearDupParams) -> SignatureIndex:
@@ -354,7 +354,8 @@ def find_near_duplicates(ids: Sequence[str], texts: Sequence[str], params: NearD
     params = params or NearDupParams()
     if len(ids) != len(texts):
         raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
-    if len(set(ids)) != len(ids):
+    stored = _hex_ids(ids)  # 16 bytes an id, not a Python string each: a batch has millions
+    if len(np.unique(stored)) != len(stored):
         raise ValueError("record ids repeat; near-duplicates are reported by id")
     prior = against if against is not None and len(against) else SignatureIndex.empty(params)
     if prior.params.scheme != params.scheme:

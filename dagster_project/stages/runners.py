@@ -225,7 +225,7 @@ def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
         survivors = ~candidates["record_id"].isin(near["record_id"]).to_numpy()
         drop[rows[~survivors]] = True
         kept = rows[survivors]
-        index = SignatureIndex.build(candidates["record_id"].to_numpy()[survivors].tolist(),
+        index = SignatureIndex.build(candidates["record_id"].array[survivors],
                                      PartTexts(batch, paths, bounds, kept, text_field), params,
                                      keys=_compact(bands, np.flatnonzero(survivors)))
         del bands, candidates
