@@ -38,7 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-PART_ROWS = 50_000
+PART_ROWS = 25_000
 """Rows per part: large enough that per-part overhead (an upload, a commit entry) is negligible, small enough
 that a few parts in flight per worker stay well under a GiB."""
 

@@ -231,7 +231,10 @@ def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
         del bands, candidates
         release_memory()
         batch.repo.put_bytes(batch.branch, batch.stage_file(Stage.DEDUP, SIGNATURES_FILE), index.to_bytes())
+    records, known_hashes, known_signatures = len(keys), len(known), len(against) if against else 0
     filters = _part_tasks(batch, paths, [(keys["text_hash"].iloc[a:b].tolist(), ~drop[a:b]) for a, b in bounds])
+    del keys, known, against  # decided: the second pass needs only each part's digests and mask
+    release_memory()
     unique = 0
     with PartWriter(batch, Stage.DEDUP) as parts:
         for output in map_in_order(dedup_filter_part, filters, worker_count(workers)):
@@ -242,8 +245,8 @@ def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
     counts = {"unique": unique, "duplicates": len(duplicates),
               "duplicates_in_batch": in_batch, "duplicates_of_main": len(duplicates) - in_batch,
               "near_duplicates": int((duplicates["similarity"] < 1.0).sum()),
-              "duplicate_rate": round(len(duplicates) / len(keys), 6) if len(keys) else 0.0,
-              "known_hashes_on_main": len(known), "known_signatures_on_main": len(against) if against else 0}
+              "duplicate_rate": round(len(duplicates) / records, 6) if records else 0.0,
+              "known_hashes_on_main": known_hashes, "known_signatures_on_main": known_signatures}
     what = "exact duplicates" if params is None else f"exact and near-duplicates (Jaccard >= {params.threshold})"
     commit_id = batch.commit(Stage.DEDUP, f"remove {what} (batch and main)", counts)
     reject_if_empty(batch, unique, "deduplication")
