@@ -102,15 +102,17 @@ def duplicates_frame(found: pd.DataFrame) -> pd.DataFrame:
         {"text_hash": object, "similarity": "float64"})
 
 
-def near_duplicates(keys: pd.DataFrame, texts: Sequence[str], band_keys, params: NearDupParams,
+def near_duplicates(keys: pd.DataFrame, rows: np.ndarray, texts: Sequence[str], band_keys, params: NearDupParams,
                     against: SignatureIndex,
                     against_texts: Callable[[list[str]], Mapping[str, str]]) -> pd.DataFrame:
-    """Near-duplicates among records that are not exact duplicates (``keys`` as for :func:`exact_duplicates`,
-    their ``texts`` and band keys), against each other and against the published records in ``against``."""
-    found = find_near_duplicates(keys["record_id"].array, texts, params, against, against_texts, keys=band_keys)
+    """Near-duplicates among the records at ``rows`` of ``keys`` (those that are not exact duplicates; ``keys`` as
+    for :func:`exact_duplicates`), given their ``texts`` and band keys, against each other and against the
+    published records in ``against``. ``keys`` is not copied: only the duplicates' rows are read from it."""
+    found = find_near_duplicates(keys["record_id"].array[rows], texts, params, against, against_texts,
+                                 keys=band_keys)
     if not found:
         return duplicates_frame(pd.DataFrame(columns=DUPLICATE_COLUMNS))
-    rows = np.array([f.position for f in found])
+    rows = rows[[f.position for f in found]]
     return duplicates_frame(pd.DataFrame({
         "record_id": [f.record_id for f in found], "batch_id": keys["batch_id"].iloc[rows].to_numpy(),
         "duplicate_of": [f.duplicate_of for f in found], "text_hash": keys["text_hash"].iloc[rows].to_numpy(),

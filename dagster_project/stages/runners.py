@@ -216,19 +216,18 @@ def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
     against = SignatureIndex.empty(params) if params else None
     if params is not None:
         rows = np.flatnonzero(~drop)
-        candidates = keys.iloc[rows].reset_index(drop=True)
         bands = _compact(bands, rows)  # ~180 bytes a record: never two copies
         against = published_signatures(batch, params)
-        near = near_duplicates(candidates, PartTexts(batch, paths, bounds, rows, text_field), bands, params,
+        near = near_duplicates(keys, rows, PartTexts(batch, paths, bounds, rows, text_field), bands, params,
                                against, lambda ids: published_texts(batch, ids, text_field))
         duplicates = pd.concat([duplicates, near], ignore_index=True) if len(near) else duplicates
-        survivors = ~candidates["record_id"].isin(near["record_id"]).to_numpy()
-        drop[rows[~survivors]] = True
+        removed = keys["record_id"].isin(near["record_id"]).to_numpy()
+        survivors = ~removed[rows]
+        drop |= removed
         kept = rows[survivors]
-        index = SignatureIndex.build(candidates["record_id"].array[survivors],
-                                     PartTexts(batch, paths, bounds, kept, text_field), params,
-                                     keys=_compact(bands, np.flatnonzero(survivors)))
-        del bands, candidates
+        index = SignatureIndex.build(keys["record_id"].array[kept], PartTexts(batch, paths, bounds, kept, text_field),
+                                     params, keys=_compact(bands, np.flatnonzero(survivors)))
+        del bands
         release_memory()
         batch.repo.put_bytes(batch.branch, batch.stage_file(Stage.DEDUP, SIGNATURES_FILE), index.to_bytes())
     records, known_hashes, known_signatures = len(keys), len(known), len(against) if against else 0
