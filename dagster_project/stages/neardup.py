@@ -24,7 +24,6 @@ import io
 import json
 import math
 import re
-import tempfile
 import unicodedata
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,7 +48,9 @@ SKETCH_MISS = 1e-4
 """The sketch filter's chance of dropping a candidate pair exactly at the threshold (above it: far less)."""
 SKETCH_WORDS = minhash.SKETCH_BYTES // 8
 INDEX_FORMAT = 2
-_PAIRS_PER_CHUNK, _TEXTS_PER_CHUNK, _U64 = 1 << 18, 1 << 14, np.uint64
+_PAIRS_PER_CHUNK = 1 << 18
+_U64 = np.uint64
+_TEXTS_PER_CHUNK = 1 << 14
 _HEX_ID = re.compile("[0-9a-f]{32}").fullmatch
 
 
@@ -231,16 +232,14 @@ class SignatureIndex:
         return SignatureIndex(self.record_ids[keep], self.keys[keep], self.params)
 
     def to_bytes(self) -> bytes:
-        """An ``.npz`` (no pickle): ids as 16 bytes (or UTF-8), keys as uint64, the params as JSON; spooled to a
-        local file and read back once (a growing in-memory buffer held a large index two or three times)."""
+        """An ``.npz`` (no pickle): ids as 16 bytes (or UTF-8), keys as uint64, the params as JSON."""
         hexed = self.record_ids.dtype.kind == "S"
         meta = {"format": INDEX_FORMAT, "ids": "hex16" if hexed else "utf8", "params": asdict(self.params)}
         ids = self.record_ids if hexed else np.char.encode(self.record_ids, "utf-8")
-        with tempfile.TemporaryFile() as spool:
-            np.savez(spool, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), record_ids=ids,
-                     keys=np.ascontiguousarray(self.keys, dtype=_U64))
-            spool.seek(0)
-            return spool.read()
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), record_ids=ids,
+                 keys=np.ascontiguousarray(self.keys, dtype=_U64))
+        return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SignatureIndex:
@@ -264,8 +263,8 @@ class NearDuplicate:
     duplicate_of: str
     similarity: float
     """The exact Jaccard similarity of the two texts' 5-gram sets."""
-    position: int = 0  # the record's position in the input; published: duplicate_of is from ``against``
-    published: bool = False
+    position: int = 0  # the record's position in the input
+    published: bool = False  # whether duplicate_of is a published record (from ``against``), not one of the input
 
 
 def _run_pairs(key: np.ndarray, member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
