@@ -9,7 +9,7 @@ the same paths and, with nothing changed, makes no new commit.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -231,7 +231,8 @@ def run_dedup(batch: Batch, inputs: StageInputs | None = None) -> StageReport:
         release_memory()
         batch.repo.put_bytes(batch.branch, batch.stage_file(Stage.DEDUP, SIGNATURES_FILE), index.to_bytes())
     records, known_hashes, known_signatures = len(keys), len(known), len(against) if against else 0
-    filters = _part_tasks(batch, paths, [(keys["text_hash"].iloc[a:b].tolist(), ~drop[a:b]) for a, b in bounds])
+    hashes = keys["text_hash"]  # 16 bytes a record (Arrow); each part's become Python bytes only for its task
+    filters = _part_tasks(batch, paths, ((hashes.iloc[a:b].tolist(), ~drop[a:b]) for a, b in bounds))
     del keys, known, against  # decided: the second pass needs only each part's digests and mask
     release_memory()
     unique = 0
@@ -292,7 +293,7 @@ def _stream_side(batch: Batch, source: Stage, work: Callable[[PartTask], PartOut
     return frame, (joined[:len(frame)] if joined is not None else None)
 
 
-def _part_tasks(batch: Batch, paths: list[str], options: list[Any]) -> Iterator[PartTask]:
+def _part_tasks(batch: Batch, paths: list[str], options: Iterable[Any]) -> Iterator[PartTask]:
     """Each part of ``paths``, read when the worker pool is ready for it, with its options."""
     for path, part_options in zip(paths, options, strict=True):
         yield PartTask(part_index(path) or 0, batch.get_part(path), part_options)
