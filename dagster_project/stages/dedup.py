@@ -72,8 +72,9 @@ def exact_duplicates(keys: pd.DataFrame, published_index: pd.DataFrame) -> pd.Da
     known = known.drop_duplicates("text_hash")  # the first record on main with that text
     known_digests = _digest_array(known["text_hash"])
     order = np.argsort(known_digests, kind="stable")
-    at = np.minimum(np.searchsorted(known_digests[order], digests), max(len(order) - 1, 0))
-    main_dupes = known_digests[order][at] == digests if len(order) else np.zeros(len(digests), dtype=bool)
+    known_sorted = known_digests[order]
+    at = np.minimum(np.searchsorted(known_sorted, digests), max(len(order) - 1, 0))
+    main_dupes = known_sorted[at] == digests if len(order) else np.zeros(len(digests), dtype=bool)
     _, first, inverse = np.unique(digests, return_index=True, return_inverse=True)
     first_of = first[inverse.ravel()]
     batch_dupes = ~main_dupes & (first_of != np.arange(len(digests)))

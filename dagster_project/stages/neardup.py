@@ -311,7 +311,7 @@ def _candidates(prior: np.ndarray, keys: np.ndarray, params: NearDupParams) -> t
 def _sketches_agree(prior: np.ndarray, keys: np.ndarray, later: np.ndarray, earlier: np.ndarray,
                     params: NearDupParams) -> np.ndarray:
     """Whether each pair's sketches share at least ``params.min_agreement`` bytes (a chunk of pairs at a time)."""
-    m, wanted = len(prior), np.empty(len(later), dtype=bool)
+    m, wanted, need = len(prior), np.empty(len(later), dtype=bool), params.min_agreement
     for start in range(0, len(later), _PAIRS_PER_CHUNK):
         mine, other = later[start:start + _PAIRS_PER_CHUNK], earlier[start:start + _PAIRS_PER_CHUNK]
         theirs = np.empty((len(other), SKETCH_WORDS), dtype=_U64)
@@ -319,7 +319,7 @@ def _sketches_agree(prior: np.ndarray, keys: np.ndarray, later: np.ndarray, earl
         theirs[published] = prior[other[published], params.bands:]
         theirs[~published] = keys[other[~published] - m, params.bands:]
         agreement = minhash.sketch_agreement(keys[mine - m, params.bands:], theirs)
-        wanted[start:start + len(mine)] = agreement >= params.min_agreement
+        wanted[start:start + len(mine)] = agreement >= need
     return wanted
 
 

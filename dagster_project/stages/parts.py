@@ -96,8 +96,17 @@ def map_in_order(work: Callable[[Task], Result], tasks: Iterable[Task], workers:
     ``work`` must be a module-level function (it is sent to the workers by name); a task's ``rows`` says how much
     work it is. Tasks run in this process until ``parallel_from`` rows have been worked; then a pool takes the
     rest, the next task still running here while the pool starts. At most ``in_flight`` tasks (default: two per
-    worker) are submitted ahead of the one being yielded, so a long batch never piles up in memory.
+    worker) are submitted ahead of the one being yielded, so a long batch never piles up in memory. When the pass
+    ends, this process hands the memory it freed back (as each worker does after each task: :func:`_worked`).
     """
+    try:
+        yield from _map_in_order(work, tasks, workers, in_flight, parallel_from)
+    finally:
+        release_memory()
+
+
+def _map_in_order(work: Callable[[Task], Result], tasks: Iterable[Task], workers: int,
+                  in_flight: int | None, parallel_from: int | None) -> Iterator[Result]:
     iterator = iter(tasks)
     worked, parallel_from = 0, PARALLEL_FROM_ROWS if parallel_from is None else parallel_from
     if workers > 1:

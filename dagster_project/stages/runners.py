@@ -157,7 +157,6 @@ def _stream(batch: Batch, source: Stage, target: Stage, work: Callable[[PartTask
             gathered.side += [output.side] if output.side is not None else []
             for name, value in output.counts.items():
                 gathered.counts[name] = gathered.counts.get(name, 0) + value
-    release_memory()
     return gathered
 
 
@@ -269,10 +268,12 @@ def _stream_side(batch: Batch, source: Stage, work: Callable[[PartTask], PartOut
     ``attrs["part_bounds"]`` holds each part's row range."""
     paths = batch.part_paths(source)
     sides: list[pd.DataFrame] = []
+    bounds: list[tuple[int, int]] = []
     joined: np.ndarray | None = None  # filled in place: a list of per-part arrays concatenated would be two copies
-    at = 0
     for output in map_in_order(work, _part_tasks(batch, paths, [options] * len(paths)), worker_count(workers)):
+        at = bounds[-1][1] if bounds else 0
         sides.append(output.side)
+        bounds.append((at, at + len(output.side)))
         if output.arrays is not None:
             if joined is None:  # room for every part at the configured size; pages never written cost no memory
                 joined = np.empty((len(paths) * max(PART_ROWS, len(output.arrays)), *output.arrays.shape[1:]),
@@ -280,11 +281,6 @@ def _stream_side(batch: Batch, source: Stage, work: Callable[[PartTask], PartOut
             if at + len(output.arrays) > len(joined):
                 joined = np.concatenate([joined[:at], np.empty_like(joined)])
             joined[at:at + len(output.arrays)] = output.arrays
-        at += len(output.side)
-    bounds, start = [], 0
-    for side in sides:
-        bounds.append((start, start + len(side)))
-        start += len(side)
     frame = pd.concat(sides, ignore_index=True)
     frame.attrs["part_bounds"] = bounds
     frame.attrs["part_paths"] = paths
