@@ -81,6 +81,7 @@ def page(demo_ui) -> Iterator[Page]:
         context = browser.new_context(viewport={"width": 1500, "height": 1000})
         page = context.new_page()
         page.set_default_timeout(UI_TIMEOUT_MS)
+        expect.set_options(timeout=UI_TIMEOUT_MS)  # expect() has its own 5 s default; the page's does not reach it
         yield page
         browser.close()
 
